@@ -1,0 +1,276 @@
+//! `p2u` — encode, inspect, export, verify and benchmark progressive models.
+
+mod bench;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use p2u::format::manifest::Manifest;
+use p2u::format::stream::{Frame, FrameReader};
+use p2u::{onnx, EncodeOptions, Error, ProgressiveModel, Result, RuntimeOptions};
+
+const USAGE: &str = "\
+p2u — Progressive Precision Update for ONNX models
+
+USAGE:
+  p2u encode MODEL.onnx -o DIR [--base-bits 2|3|4|8] [--stages 4,8] [--block N]
+                               [--min-elements N] [--no-clip-search]
+  p2u inspect DIR
+  p2u export DIR --stage K -o OUT.onnx
+  p2u verify MODEL.onnx DIR
+  p2u bench [--models DIR] [--work DIR] [--only NAME]
+
+encode   writes DIR/NAME.base.onnx, DIR/NAME.p2u and DIR/NAME.json
+inspect  prints the stages, bytes per stage and per-tensor bits and error
+export   writes the model at stage K (0 = base) as a plain fp32 ONNX file
+verify   applies every stage and checks the weights are bit-identical to MODEL
+         (exit code 0 only then)
+bench    measures bytes, accuracy per stage, kernel throughput and apply time
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("encode") => encode(&args[1..]),
+        Some("inspect") => inspect(&args[1..]),
+        Some("export") => export(&args[1..]),
+        Some("verify") => verify(&args[1..]),
+        Some("bench") => bench::run(&args[1..]),
+        Some("-h" | "--help" | "help") | None => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Some(other) => Err(Error::Invalid(format!("unknown command {other:?}\n\n{USAGE}"))),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("p2u: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Minimal flag parser: positional arguments plus `--flag value` pairs.
+pub struct Args {
+    positional: Vec<String>,
+    flags: Vec<(String, Option<String>)>,
+}
+
+impl Args {
+    /// Parses `args`; `switches` are flags that take no value.
+    pub fn parse(args: &[String], switches: &[&str]) -> Result<Args> {
+        let (mut positional, mut flags) = (vec![], vec![]);
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            if let Some(name) = a.strip_prefix("--").or_else(|| a.strip_prefix('-').filter(|n| n.len() == 1)) {
+                if switches.contains(&name) {
+                    flags.push((name.to_string(), None));
+                } else {
+                    let v = it.next().ok_or_else(|| Error::Invalid(format!("{a} needs a value")))?;
+                    flags.push((name.to_string(), Some(v.clone())));
+                }
+            } else {
+                positional.push(a.clone());
+            }
+        }
+        Ok(Args { positional, flags })
+    }
+    /// Value of `--name`.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.flags.iter().rev().find(|(n, _)| n == name).and_then(|(_, v)| v.as_deref())
+    }
+    /// True if the switch was given.
+    pub fn has(&self, name: &str) -> bool {
+        self.flags.iter().any(|(n, _)| n == name)
+    }
+    /// Parsed value of `--name`, or `default`.
+    pub fn num<T: std::str::FromStr>(&self, name: &str, default: T) -> Result<T> {
+        match self.get(name) {
+            None => Ok(default),
+            Some(v) => v.parse().map_err(|_| Error::Invalid(format!("--{name}: {v:?} is not a number"))),
+        }
+    }
+    /// Positional argument `i`, or an error naming it.
+    pub fn pos(&self, i: usize, what: &str) -> Result<&str> {
+        self.positional.get(i).map(String::as_str).ok_or_else(|| Error::Invalid(format!("missing {what}\n\n{USAGE}")))
+    }
+    /// Fails on flags outside `known`.
+    pub fn only(&self, known: &[&str]) -> Result<()> {
+        match self.flags.iter().find(|(n, _)| !known.contains(&n.as_str())) {
+            Some((n, _)) => Err(Error::Invalid(format!("unknown option --{n}\n\n{USAGE}"))),
+            None => Ok(()),
+        }
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))
+}
+
+fn write(path: &Path, bytes: &[u8]) -> Result<()> {
+    std::fs::write(path, bytes).map_err(|e| Error::io(format!("writing {}", path.display()), e))
+}
+
+/// Parses the encoder flags shared by `encode` and `bench`.
+pub fn encode_options(a: &Args) -> Result<EncodeOptions> {
+    let mut o = EncodeOptions::default();
+    o.base_bits = a.num("base-bits", o.base_bits)?;
+    if let Some(s) = a.get("stages") {
+        o.refine_bits = s
+            .split(',')
+            .filter(|x| !x.is_empty())
+            .map(|x| x.trim().parse().map_err(|_| Error::Invalid(format!("--stages: {x:?} is not a bit width"))))
+            .collect::<Result<_>>()?;
+    }
+    o.block = a.num("block", o.block)?;
+    o.min_elements = a.num("min-elements", o.min_elements)?;
+    o.clip_search = !a.has("no-clip-search");
+    Ok(o)
+}
+
+/// Encodes `model_path` into `out_dir`, with a progress bar on stderr.
+pub fn encode_file(model_path: &Path, out_dir: &Path, opts: &EncodeOptions, quiet: bool) -> Result<Manifest> {
+    let name = model_path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .ok_or_else(|| Error::Invalid(format!("cannot name model {}", model_path.display())))?
+        .to_string();
+    let original = read(model_path)?;
+    let model = onnx::load_model(model_path)?;
+    let info = p2u::encoder::file_info(&model_path.file_name().unwrap_or_default().to_string_lossy(), &original);
+    let mut progress = |p: p2u::encoder::Progress<'_>| {
+        if !quiet {
+            let width = 30;
+            let fill = p.done * width / p.total.max(1);
+            eprint!("\rencoding [{}{}] {}/{} tensors", "#".repeat(fill), " ".repeat(width - fill), p.done, p.total);
+            if p.done == p.total {
+                eprintln!();
+            }
+            let _ = std::io::stderr().flush();
+        }
+    };
+    let enc = p2u::encode(&model, &name, info, opts, &mut progress)?;
+    std::fs::create_dir_all(out_dir).map_err(|e| Error::io(format!("creating {}", out_dir.display()), e))?;
+    write(&out_dir.join(&enc.manifest.base.file), &enc.base)?;
+    write(&out_dir.join(&enc.manifest.stream.file), &enc.stream)?;
+    let json = serde_json::to_string_pretty(&enc.manifest).expect("manifest serializes");
+    write(&out_dir.join(format!("{name}.json")), json.as_bytes())?;
+    Ok(enc.manifest)
+}
+
+fn encode(args: &[String]) -> Result<()> {
+    let a = Args::parse(args, &["no-clip-search"])?;
+    a.only(&["o", "output", "base-bits", "stages", "block", "min-elements", "no-clip-search"])?;
+    let model = PathBuf::from(a.pos(0, "MODEL.onnx")?);
+    let out = PathBuf::from(a.get("o").or(a.get("output")).ok_or_else(|| Error::Invalid("missing -o DIR".into()))?);
+    let t = std::time::Instant::now();
+    let m = encode_file(&model, &out, &encode_options(&a)?, false)?;
+    eprintln!("encoded {} in {:.1} s", m.name, t.elapsed().as_secs_f64());
+    print_stages(&m);
+    Ok(())
+}
+
+/// Loads the manifest of an encoded directory (the only `*.json` there).
+pub fn load_manifest(dir: &Path) -> Result<Manifest> {
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::io(format!("reading {}", dir.display()), e))?;
+    let jsons: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    let [path] = jsons.as_slice() else {
+        return Err(Error::Invalid(format!("{} should hold exactly one manifest (*.json), found {}", dir.display(), jsons.len())));
+    };
+    serde_json::from_slice(&read(path)?).map_err(|e| Error::Invalid(format!("manifest {}: {e}", path.display())))
+}
+
+fn print_stages(m: &Manifest) {
+    let orig = m.original.bytes as f64;
+    println!("{:>5} {:>7} {:>4} {:>12} {:>12} {:>8} {:>12} {:>10}", "stage", "kind", "bits", "bytes", "cumulative", "of fp32", "weight rmse", "rel err");
+    for s in &m.stages {
+        println!(
+            "{:>5} {:>7} {:>4} {:>12} {:>12} {:>7.1}% {:>12.3e} {:>10.2e}",
+            s.stage,
+            s.kind,
+            s.bits,
+            s.bytes,
+            s.cumulative_bytes,
+            100.0 * s.cumulative_bytes as f64 / orig,
+            s.error.rmse,
+            s.error.relative
+        );
+    }
+}
+
+fn inspect(args: &[String]) -> Result<()> {
+    let a = Args::parse(args, &[])?;
+    a.only(&[])?;
+    let m = load_manifest(Path::new(a.pos(0, "DIR")?))?;
+    println!("model {}  original {} ({} bytes, sha256 {}…)", m.name, m.original.file, m.original.bytes, &m.original.sha256[..12]);
+    println!("base {} ({} bytes)  stream {} ({} bytes)", m.base.file, m.base.bytes, m.stream.file, m.stream.bytes);
+    print_stages(&m);
+    println!("\n{:<40} {:>16} {:>6} {:>5}  relative error per stage", "tensor", "shape", "groups", "bits");
+    for t in &m.tensors {
+        let errs: Vec<String> = t.error.iter().map(|e| format!("{:.1e}", e.relative)).collect();
+        println!("{:<40} {:>16} {:>6} {:>5}  {}", t.name, format!("{:?}", t.dims), t.groups, t.base_bits, errs.join(" → "));
+    }
+    Ok(())
+}
+
+/// Opens an encoded directory as a live model fed with `stages` stages of
+/// its stream (`None` = all); returns it with the manifest.
+pub fn open_at_stage(dir: &Path, stage: Option<u32>) -> Result<(ProgressiveModel, Manifest)> {
+    let m = load_manifest(dir)?;
+    let mut model = ProgressiveModel::from_base(&read(&dir.join(&m.base.file))?, RuntimeOptions::default())?;
+    let stream = read(&dir.join(&m.stream.file))?;
+    let mut reader = FrameReader::new();
+    reader.push(&stream);
+    while let Some(frame) = reader.next_frame()? {
+        match frame {
+            Frame::Header(h) => model.attach(h)?,
+            Frame::Chunk { chunk, .. } if stage.is_none_or(|k| chunk.stage as u32 <= k) => model.apply(&chunk)?,
+            Frame::Chunk { .. } => {}
+        }
+    }
+    reader.finish()?;
+    Ok((model, m))
+}
+
+fn export(args: &[String]) -> Result<()> {
+    let a = Args::parse(args, &[])?;
+    a.only(&["stage", "o", "output"])?;
+    let dir = PathBuf::from(a.pos(0, "DIR")?);
+    let stage: u32 = a.get("stage").ok_or_else(|| Error::Invalid("missing --stage K".into()))?.parse().map_err(|_| Error::Invalid("--stage takes a number".into()))?;
+    let out = PathBuf::from(a.get("o").or(a.get("output")).ok_or_else(|| Error::Invalid("missing -o OUT.onnx".into()))?);
+    let (model, m) = open_at_stage(&dir, Some(stage))?;
+    if stage as usize >= m.stages.len() {
+        return Err(Error::Invalid(format!("stage {stage}: {} has stages 0..{}", m.name, m.stages.len() - 1)));
+    }
+    write(&out, &onnx::encode_model(&model.current_model()))?;
+    eprintln!("wrote {} (stage {stage}, {})", out.display(), m.stages[stage as usize].kind);
+    Ok(())
+}
+
+fn verify(args: &[String]) -> Result<()> {
+    let a = Args::parse(args, &[])?;
+    a.only(&[])?;
+    let original = onnx::load_model(Path::new(a.pos(0, "MODEL.onnx")?))?;
+    let (model, _) = open_at_stage(Path::new(a.pos(1, "DIR")?), None)?;
+    let weights = onnx::extract_weights(&original, 1)?;
+    let mut checked = 0;
+    for w in &weights {
+        if let Some(v) = model.weight(&w.name) {
+            if v.len() != w.values.len() || v.iter().zip(&w.values).any(|(a, b)| a.to_bits() != b.to_bits()) {
+                return Err(Error::Mismatch(format!("tensor {:?} differs from the original", w.name)));
+            }
+            checked += 1;
+        }
+    }
+    let status = model.status();
+    if checked != model.weight_names().count() || !status.exact {
+        return Err(Error::Mismatch(format!("only {checked} tensors matched; stream status {status:?}")));
+    }
+    println!("OK: {checked} quantized tensors bit-identical to the original after {} stages", status.stages);
+    Ok(())
+}

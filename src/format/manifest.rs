@@ -1,0 +1,74 @@
+//! `NAME.json`: what the encoder produced, for tools, pages and humans.
+
+use serde::{Deserialize, Serialize};
+
+use crate::quant::ErrorStats;
+
+/// Manifest format version.
+pub const MANIFEST_VERSION: u32 = 1;
+
+/// The manifest written next to the base and the stream.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Manifest format version ([`MANIFEST_VERSION`]).
+    pub version: u32,
+    /// Model name (file stem of the original).
+    pub name: String,
+    /// The original model file: name, bytes, SHA-256.
+    pub original: FileInfo,
+    /// The low-bit base ONNX file.
+    pub base: FileInfo,
+    /// The residual stream file.
+    pub stream: FileInfo,
+    /// SHA-256 of the original weights (see `docs/FORMAT.md`).
+    pub weights_sha256: String,
+    /// Stages in application order; stage 0 is the base.
+    pub stages: Vec<StageInfo>,
+    /// Per quantized tensor: shape, grid, per-stage error.
+    pub tensors: Vec<TensorInfo>,
+}
+
+/// A file and its identity.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FileInfo {
+    /// File name (relative to the manifest).
+    pub file: String,
+    /// Size in bytes.
+    pub bytes: u64,
+    /// SHA-256, hex.
+    pub sha256: String,
+}
+
+/// One stage of the progression.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StageInfo {
+    /// Stage number (0 = base).
+    pub stage: u32,
+    /// `base`, `refine` or `exact`.
+    pub kind: String,
+    /// Code width (0 for the exact stage).
+    pub bits: u8,
+    /// Bytes this stage adds (for the base: the whole base file).
+    pub bytes: u64,
+    /// Bytes from the start through this stage.
+    pub cumulative_bytes: u64,
+    /// Weight error of the model after this stage, over all quantized tensors.
+    pub error: ErrorStats,
+}
+
+/// One quantized tensor.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TensorInfo {
+    /// Tensor name in the original model.
+    pub name: String,
+    /// Shape.
+    pub dims: Vec<usize>,
+    /// Groups (scales) per stage.
+    pub groups: usize,
+    /// Base code width.
+    pub base_bits: u8,
+    /// Error after each stage (index = stage).
+    pub error: Vec<ErrorStats>,
+    /// Stream bytes per stage (index = stage; stage 0 counts codes+scales in the base).
+    pub bytes: Vec<u64>,
+}

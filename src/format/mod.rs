@@ -1,0 +1,46 @@
+//! The p2u file formats (see `docs/FORMAT.md`): the residual stream
+//! container ([`stream`]), the JSON manifest ([`manifest`]), hashing and the
+//! range coder used by the exact stage.
+
+pub mod manifest;
+pub mod range_coder;
+pub mod stream;
+
+use sha2::{Digest, Sha256};
+
+/// A SHA-256 digest.
+pub type Hash = [u8; 32];
+
+/// SHA-256 of a byte slice.
+pub fn sha256(bytes: &[u8]) -> Hash {
+    Sha256::digest(bytes).into()
+}
+
+/// SHA-256 of an f32 slice in little-endian byte order.
+pub fn tensor_hash(values: &[f32]) -> Hash {
+    let mut h = Sha256::new();
+    for chunk in values.chunks(4096) {
+        let bytes: Vec<u8> = chunk.iter().flat_map(|v| v.to_le_bytes()).collect();
+        h.update(&bytes);
+    }
+    h.finalize().into()
+}
+
+/// Hash identifying a model's weights: over each tensor's name, shape and hash.
+pub fn weights_hash<'a>(tensors: impl IntoIterator<Item = (&'a str, &'a [usize], Hash)>) -> Hash {
+    let mut h = Sha256::new();
+    for (name, dims, th) in tensors {
+        h.update(name.as_bytes());
+        h.update([0u8]);
+        for d in dims {
+            h.update((*d as u64).to_le_bytes());
+        }
+        h.update(th);
+    }
+    h.finalize().into()
+}
+
+/// Lower-case hex of a hash.
+pub fn hex(h: &Hash) -> String {
+    h.iter().map(|b| format!("{b:02x}")).collect()
+}

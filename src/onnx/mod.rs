@@ -1,0 +1,474 @@
+//! ONNX model surgery: reading models (external data included), finding the
+//! weights, writing the low-bit base, and turning a base back into a plain
+//! fp32 graph for tract.
+//!
+//! A quantized weight `W` becomes three initializers `W::q` (UINT4 or UINT8
+//! codes), `W::scale` (f32) and `W::zero` (codes' type) and one
+//! `DequantizeLinear` node named `p2u/dq/W` whose output is `W`, so every
+//! consumer is unchanged. INT4 types need opset 21: older opsets are raised,
+//! with the `axes` attribute of Reduce ops moved to an input as opset 18 requires.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use prost::Message;
+use tract_onnx::pb::{
+    self, attribute_proto::AttributeType, tensor_proto::DataType, AttributeProto, ModelProto, NodeProto,
+    OperatorSetIdProto, StringStringEntryProto, TensorProto,
+};
+
+use crate::error::{Error, Result};
+use crate::quant::{apply_codes, DequantizeLayout, Grid, StageCodes};
+
+/// Prefix of the names of the `DequantizeLinear` nodes p2u writes.
+pub const DQ_PREFIX: &str = "p2u/dq/";
+/// Opset the base is written with (first with INT4/UINT4 `DequantizeLinear`).
+pub const BASE_OPSET: i64 = 21;
+const BASE_IR_VERSION: i64 = 10;
+const QUANTIZED_OPS: &[&str] = &[
+    "QuantizeLinear",
+    "DequantizeLinear",
+    "QLinearConv",
+    "QLinearMatMul",
+    "ConvInteger",
+    "MatMulInteger",
+    "DynamicQuantizeLinear",
+    "MatMulNBits",
+];
+const REDUCE_OPS: &[&str] = &[
+    "ReduceMean",
+    "ReduceMax",
+    "ReduceMin",
+    "ReduceProd",
+    "ReduceL1",
+    "ReduceL2",
+    "ReduceLogSum",
+    "ReduceLogSumExp",
+    "ReduceSumSquare",
+];
+
+/// A float weight found in a model.
+#[derive(Clone, Debug)]
+pub struct Weight {
+    /// Name (initializer name, or the output of its `Constant` node).
+    pub name: String,
+    /// Shape.
+    pub dims: Vec<usize>,
+    /// Values.
+    pub values: Vec<f32>,
+    /// Axis along which output channels run (per-channel scales follow it).
+    pub channel_axis: usize,
+}
+
+/// A quantized weight ready to be written into the base.
+pub struct BaseWeight<'a> {
+    /// The weight.
+    pub weight: &'a Weight,
+    /// Its groups.
+    pub grid: Grid,
+    /// Stage-0 codes.
+    pub codes: &'a StageCodes,
+}
+
+/// Decodes an ONNX protobuf.
+pub fn decode_model(bytes: &[u8]) -> Result<ModelProto> {
+    ModelProto::decode(bytes).map_err(|e| Error::Onnx(format!("protobuf decode failed: {e}")))
+}
+
+/// Encodes an ONNX protobuf.
+pub fn encode_model(model: &ModelProto) -> Vec<u8> {
+    model.encode_to_vec()
+}
+
+/// Reads a model file and inlines any external data it references.
+pub fn load_model(path: &Path) -> Result<ModelProto> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    let mut model = decode_model(&bytes)?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    if let Some(g) = model.graph.as_mut() {
+        for t in &mut g.initializer {
+            inline_external(t, dir)?;
+        }
+        for n in &mut g.node {
+            for a in &mut n.attribute {
+                if let Some(t) = a.t.as_mut() {
+                    inline_external(t, dir)?;
+                }
+            }
+        }
+    }
+    Ok(model)
+}
+
+fn inline_external(t: &mut TensorProto, dir: &Path) -> Result<()> {
+    if t.data_location != Some(pb::tensor_proto::DataLocation::External as i32) {
+        return Ok(());
+    }
+    let get = |k: &str| t.external_data.iter().find(|e| e.key == k).map(|e| e.value.clone());
+    let location = get("location")
+        .ok_or_else(|| Error::Onnx(format!("tensor {:?}: external data without a location", t.name)))?;
+    let num = |k: &str| -> Result<Option<usize>> {
+        get(k)
+            .map(|v| v.parse().map_err(|_| Error::Onnx(format!("tensor {:?}: bad external {k} {v:?}", t.name))))
+            .transpose()
+    };
+    let (offset, length) = (num("offset")?.unwrap_or(0), num("length")?);
+    let file = dir.join(&location);
+    let data = std::fs::read(&file).map_err(|e| Error::io(format!("reading external data {}", file.display()), e))?;
+    let end = match length {
+        Some(l) => offset.checked_add(l),
+        None => Some(data.len()),
+    }
+    .filter(|&e| e <= data.len() && offset <= e)
+    .ok_or_else(|| Error::Onnx(format!("tensor {:?}: external range outside {}", t.name, file.display())))?;
+    t.raw_data = data[offset..end].to_vec();
+    t.data_location = None;
+    t.external_data.clear();
+    Ok(())
+}
+
+/// Shape of a tensor as `usize`s.
+pub fn dims_of(t: &TensorProto) -> Result<Vec<usize>> {
+    t.dims
+        .iter()
+        .map(|&d| usize::try_from(d).map_err(|_| Error::Onnx(format!("tensor {:?} has dimension {d}", t.name))))
+        .collect()
+}
+
+/// The f32 values of a FLOAT tensor (raw or `float_data`).
+pub fn tensor_f32(t: &TensorProto) -> Result<Vec<f32>> {
+    if t.data_type != DataType::Float as i32 {
+        return Err(Error::Onnx(format!("tensor {:?} is not FLOAT", t.name)));
+    }
+    let n: usize = dims_of(t)?.iter().product();
+    let v: Vec<f32> = if !t.raw_data.is_empty() {
+        t.raw_data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4"))).collect()
+    } else {
+        t.float_data.clone()
+    };
+    if v.len() != n {
+        return Err(Error::Onnx(format!("tensor {:?}: {} values for {n} elements", t.name, v.len())));
+    }
+    Ok(v)
+}
+
+/// A FLOAT initializer.
+pub fn f32_tensor(name: &str, dims: &[usize], values: &[f32]) -> TensorProto {
+    TensorProto {
+        name: name.into(),
+        dims: dims.iter().map(|&d| d as i64).collect(),
+        data_type: DataType::Float as i32,
+        raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ..Default::default()
+    }
+}
+
+fn elements(t: &TensorProto) -> usize {
+    t.dims.iter().map(|&d| d.max(0) as usize).product()
+}
+
+fn attr_int(node: &NodeProto, name: &str) -> Option<i64> {
+    node.attribute.iter().find(|a| a.name == name).map(|a| a.i)
+}
+
+fn int_attr(name: &str, i: i64) -> AttributeProto {
+    AttributeProto { name: name.into(), r#type: AttributeType::Int as i32, i, ..Default::default() }
+}
+
+/// Opset of the default ONNX domain.
+pub fn opset(model: &ModelProto) -> i64 {
+    model
+        .opset_import
+        .iter()
+        .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
+        .map(|o| o.version)
+        .unwrap_or(0)
+}
+
+/// Finds the float weights worth quantizing (at least `min_elements`),
+/// rejecting models p2u cannot encode with a message naming the culprit.
+pub fn extract_weights(model: &ModelProto, min_elements: usize) -> Result<Vec<Weight>> {
+    let g = model.graph.as_ref().ok_or_else(|| Error::Onnx("model has no graph".into()))?;
+    for n in &g.node {
+        if QUANTIZED_OPS.contains(&n.op_type.as_str()) {
+            return Err(Error::Unsupported(format!(
+                "node {:?} is {}: the model is already quantized; encode the fp32 original",
+                n.name, n.op_type
+            )));
+        }
+        for a in &n.attribute {
+            for sub in a.g.iter().chain(&a.graphs) {
+                check_subgraph(sub, &n.name, min_elements)?;
+            }
+        }
+    }
+    let low_precision = |t: &TensorProto| {
+        [DataType::Float16 as i32, DataType::Bfloat16 as i32, DataType::Double as i32].contains(&t.data_type)
+            && elements(t) >= min_elements
+    };
+    let consts = g.node.iter().filter(|n| n.op_type == "Constant").filter_map(|n| {
+        let t = n.attribute.iter().find(|a| a.name == "value")?.t.as_ref()?;
+        Some((n.output.first()?.clone(), t))
+    });
+    let tensors: Vec<(String, &TensorProto)> =
+        g.initializer.iter().map(|t| (t.name.clone(), t)).chain(consts).collect();
+    if let Some((name, t)) = tensors.iter().find(|(_, t)| low_precision(t)) {
+        return Err(Error::Unsupported(format!(
+            "weight {name:?} is {:?}: p2u encodes fp32 models; convert the model to float32 first",
+            DataType::try_from(t.data_type).map(|d| d.as_str_name()).unwrap_or("?")
+        )));
+    }
+    let consumers = consumers(g);
+    let mut out = Vec::new();
+    for (name, t) in tensors {
+        if t.data_type != DataType::Float as i32 || elements(t) < min_elements {
+            continue;
+        }
+        let dims = dims_of(t)?;
+        let values = tensor_f32(t)?;
+        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+            return Err(Error::Unsupported(format!("weight {name:?} holds {} at index {i}", values[i])));
+        }
+        let channel_axis = channel_axis(&dims, consumers.get(name.as_str()).map(Vec::as_slice).unwrap_or(&[]));
+        out.push(Weight { name, dims, values, channel_axis });
+    }
+    Ok(out)
+}
+
+fn check_subgraph(g: &pb::GraphProto, owner: &str, min_elements: usize) -> Result<()> {
+    let big_float = |t: &TensorProto| t.data_type == DataType::Float as i32 && elements(t) >= min_elements;
+    if let Some(t) = g.initializer.iter().find(|t| big_float(t)) {
+        return Err(Error::Unsupported(format!(
+            "weight {:?} lives inside the subgraph of node {owner:?}; p2u only encodes top-level weights",
+            t.name
+        )));
+    }
+    for n in &g.node {
+        for a in &n.attribute {
+            if a.t.as_ref().is_some_and(big_float) {
+                return Err(Error::Unsupported(format!(
+                    "constant {:?} lives inside the subgraph of node {owner:?}; p2u only encodes top-level weights",
+                    n.output.first().cloned().unwrap_or_default()
+                )));
+            }
+            for sub in a.g.iter().chain(&a.graphs) {
+                check_subgraph(sub, owner, min_elements)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn consumers(g: &pb::GraphProto) -> HashMap<&str, Vec<(&NodeProto, usize)>> {
+    let mut m: HashMap<&str, Vec<(&NodeProto, usize)>> = HashMap::new();
+    for n in &g.node {
+        for (i, inp) in n.input.iter().enumerate() {
+            m.entry(inp.as_str()).or_default().push((n, i));
+        }
+    }
+    m
+}
+
+/// The axis output channels run along, from how the tensor is consumed:
+/// the last axis for `MatMul` B and `Gemm` B without `transB`, else the first
+/// non-trivial axis.
+fn channel_axis(dims: &[usize], uses: &[(&NodeProto, usize)]) -> usize {
+    let first = dims.iter().position(|&d| d > 1).unwrap_or(0);
+    let last = dims.len().saturating_sub(1);
+    let wanted = |(n, i): &(&NodeProto, usize)| match (n.op_type.as_str(), *i) {
+        ("MatMul", 1) => last,
+        ("Gemm", 1) if attr_int(n, "transB").unwrap_or(0) == 0 => last,
+        _ => first,
+    };
+    let mut axes = uses.iter().map(wanted);
+    match axes.next() {
+        Some(a) if axes.all(|b| b == a) => a,
+        _ => first,
+    }
+}
+
+/// Writes the low-bit base: `model` with each weight replaced by its
+/// `DequantizeLinear` form; `metadata` is added to `metadata_props`.
+pub fn build_base(model: &ModelProto, weights: &[BaseWeight<'_>], metadata: &[(&str, String)]) -> Result<ModelProto> {
+    let mut m = model.clone();
+    raise_opset(&mut m)?;
+    let g = m.graph.as_mut().ok_or_else(|| Error::Onnx("model has no graph".into()))?;
+    let names: HashMap<&str, &BaseWeight> = weights.iter().map(|w| (w.weight.name.as_str(), w)).collect();
+    g.initializer.retain(|t| !names.contains_key(t.name.as_str()));
+    g.input.retain(|v| !names.contains_key(v.name.as_str()));
+    g.node.retain(|n| !(n.op_type == "Constant" && n.output.first().is_some_and(|o| names.contains_key(o.as_str()))));
+    let mut dq_nodes = Vec::with_capacity(weights.len());
+    for bw in weights {
+        let w = bw.weight;
+        let layout = bw.grid.dequantize_layout(&w.dims);
+        let (dtype, bits) = if bw.codes.bits <= 4 { (DataType::Uint4, 4) } else { (DataType::Uint8, 8) };
+        let q = TensorProto {
+            name: format!("{}::q", w.name),
+            dims: w.dims.iter().map(|&d| d as i64).collect(),
+            data_type: dtype as i32,
+            raw_data: crate::kernels::pack(&bw.codes.codes, bits),
+            ..Default::default()
+        };
+        let scale_dims: Vec<i64> = layout.scale_dims.iter().map(|&d| d as i64).collect();
+        let zeros: Vec<u8> = bw.codes.zeros.iter().map(|&z| z as u8).collect();
+        let zero = TensorProto {
+            name: format!("{}::zero", w.name),
+            dims: scale_dims.clone(),
+            data_type: dtype as i32,
+            raw_data: crate::kernels::pack(&zeros, bits),
+            ..Default::default()
+        };
+        let mut scale = f32_tensor(&format!("{}::scale", w.name), &layout.scale_dims, &bw.codes.scales);
+        scale.dims = scale_dims;
+        let mut attribute = vec![];
+        if let Some(axis) = layout.axis {
+            attribute.push(int_attr("axis", axis as i64));
+        }
+        if layout.block_size > 0 {
+            attribute.push(int_attr("block_size", layout.block_size as i64));
+        }
+        dq_nodes.push(NodeProto {
+            input: vec![q.name.clone(), scale.name.clone(), zero.name.clone()],
+            output: vec![w.name.clone()],
+            name: format!("{DQ_PREFIX}{}", w.name),
+            op_type: "DequantizeLinear".into(),
+            attribute,
+            ..Default::default()
+        });
+        g.initializer.extend([q, scale, zero]);
+    }
+    dq_nodes.append(&mut g.node);
+    g.node = dq_nodes;
+    m.metadata_props.extend(
+        metadata.iter().map(|(k, v)| StringStringEntryProto { key: (*k).into(), value: v.clone() }),
+    );
+    Ok(m)
+}
+
+/// Raises the default-domain opset to [`BASE_OPSET`] (needed for UINT4).
+fn raise_opset(m: &mut ModelProto) -> Result<()> {
+    let from = opset(m);
+    if from >= BASE_OPSET {
+        return Ok(());
+    }
+    if from < 13 {
+        return Err(Error::Unsupported(format!(
+            "opset {from}: p2u needs opset ≥ 13 (re-export the model with a newer opset)"
+        )));
+    }
+    m.ir_version = m.ir_version.max(BASE_IR_VERSION);
+    m.opset_import.retain(|o| !(o.domain.is_empty() || o.domain == "ai.onnx"));
+    m.opset_import.push(OperatorSetIdProto { domain: String::new(), version: BASE_OPSET });
+    let g = m.graph.as_mut().ok_or_else(|| Error::Onnx("model has no graph".into()))?;
+    let mut new_inits = vec![];
+    for n in &mut g.node {
+        if from < 18 && REDUCE_OPS.contains(&n.op_type.as_str()) {
+            if let Some(pos) = n.attribute.iter().position(|a| a.name == "axes") {
+                let axes = n.attribute.remove(pos).ints;
+                let name = format!("{}::axes", if n.name.is_empty() { &n.output[0] } else { &n.name });
+                new_inits.push(TensorProto {
+                    name: name.clone(),
+                    dims: vec![axes.len() as i64],
+                    data_type: DataType::Int64 as i32,
+                    raw_data: axes.iter().flat_map(|a| a.to_le_bytes()).collect(),
+                    ..Default::default()
+                });
+                n.input.truncate(1);
+                n.input.push(name);
+            }
+        }
+    }
+    g.initializer.extend(new_inits);
+    Ok(())
+}
+
+/// A weight decoded from a base file.
+#[derive(Clone, Debug)]
+pub struct DecodedWeight {
+    /// Name.
+    pub name: String,
+    /// Shape.
+    pub dims: Vec<usize>,
+    /// Groups, as read from the `DequantizeLinear` layout.
+    pub grid: Grid,
+    /// Stage-0 values.
+    pub values: Vec<f32>,
+}
+
+/// Splits a base into the graph without its p2u `DequantizeLinear` nodes
+/// (the *skeleton*) and the decoded stage-0 weights, in node order.
+pub fn split_base(mut base: ModelProto) -> Result<(ModelProto, Vec<DecodedWeight>)> {
+    let g = base.graph.as_mut().ok_or_else(|| Error::Onnx("base has no graph".into()))?;
+    let (dq, rest): (Vec<NodeProto>, Vec<NodeProto>) = std::mem::take(&mut g.node)
+        .into_iter()
+        .partition(|n| n.op_type == "DequantizeLinear" && n.name.starts_with(DQ_PREFIX));
+    g.node = rest;
+    let mut inits: HashMap<String, TensorProto> = HashMap::new();
+    let used: std::collections::HashSet<&str> = dq.iter().flat_map(|n| n.input.iter().map(String::as_str)).collect();
+    let mut kept = vec![];
+    for t in std::mem::take(&mut g.initializer) {
+        if used.contains(t.name.as_str()) {
+            inits.insert(t.name.clone(), t);
+        } else {
+            kept.push(t);
+        }
+    }
+    g.initializer = kept;
+    let mut out = Vec::with_capacity(dq.len());
+    for n in &dq {
+        let get = |i: usize| {
+            n.input
+                .get(i)
+                .and_then(|name| inits.get(name))
+                .ok_or_else(|| Error::Onnx(format!("node {:?}: input {i} is not an initializer", n.name)))
+        };
+        let (q, scale, zero) = (get(0)?, get(1)?, get(2)?);
+        let name = n.output.first().cloned().ok_or_else(|| Error::Onnx(format!("node {:?} has no output", n.name)))?;
+        let dims = dims_of(q)?;
+        let bits = match DataType::try_from(q.data_type) {
+            Ok(DataType::Uint4) => 4,
+            Ok(DataType::Uint8) => 8,
+            _ => return Err(Error::Onnx(format!("weight {name:?}: codes must be UINT4 or UINT8"))),
+        };
+        if zero.data_type != q.data_type {
+            return Err(Error::Onnx(format!("weight {name:?}: zero point type differs from the codes'")));
+        }
+        let layout = DequantizeLayout {
+            scale_dims: dims_of(scale)?,
+            axis: attr_int(n, "axis").map(|a| a as usize),
+            block_size: attr_int(n, "block_size").unwrap_or(0) as usize,
+        };
+        let grid = Grid::from_dequantize(&dims, &layout)?;
+        let scales = tensor_f32(scale)?;
+        let count = grid.len();
+        if scales.len() != grid.groups()
+            || q.raw_data.len() != crate::kernels::packed_len(count, bits)
+            || zero.raw_data.len() != crate::kernels::packed_len(grid.groups(), bits)
+        {
+            return Err(Error::Onnx(format!("weight {name:?}: code, scale or zero-point sizes do not match its shape")));
+        }
+        let mut zeros_u8 = vec![0u8; grid.groups()];
+        crate::kernels::unpack(&zero.raw_data, bits, 0, &mut zeros_u8);
+        let zeros: Vec<i32> = zeros_u8.into_iter().map(i32::from).collect();
+        let mut values = vec![0f32; count];
+        apply_codes(&mut values, &grid, bits, &q.raw_data, &scales, &zeros);
+        out.push(DecodedWeight { name, dims, grid, values });
+    }
+    Ok((base, out))
+}
+
+/// The skeleton with the given weights put back as FLOAT initializers.
+pub fn assemble<'a>(skeleton: &ModelProto, weights: impl IntoIterator<Item = (&'a str, &'a [usize], &'a [f32])>) -> ModelProto {
+    let mut m = skeleton.clone();
+    if let Some(g) = m.graph.as_mut() {
+        let mut inits: Vec<TensorProto> = weights.into_iter().map(|(n, d, v)| f32_tensor(n, d, v)).collect();
+        inits.append(&mut g.initializer);
+        g.initializer = inits;
+    }
+    m
+}
+
+/// Reads a `metadata_props` entry.
+pub fn metadata<'a>(model: &'a ModelProto, key: &str) -> Option<&'a str> {
+    model.metadata_props.iter().find(|e| e.key == key).map(|e| e.value.as_str())
+}

@@ -1,0 +1,243 @@
+//! Quantization: how each stage's codes and scales are chosen (encoder side)
+//! and applied (both sides, through [`apply_codes`]).
+//!
+//! * Stage 0 (base): asymmetric codes `q ∈ [0, 2^b)` with a scale and zero
+//!   point per group, the clipping ratio searched per group to minimise the
+//!   squared error of the *decoded* weights.
+//! * Refinement stages: the residual `W − W_{k−1}` with a fresh per-group
+//!   scale and the centred zero point `2^(b−1)`; no clipping, so the error
+//!   bound shrinks by about `2^b` each stage.
+//! * Exact stage ([`exact`]): the remaining IEEE-754 difference, range-coded.
+
+pub mod exact;
+pub mod grid;
+
+pub use grid::{DequantizeLayout, Grid, Run};
+
+use crate::kernels::{self, Scales};
+
+/// Codes, scales and zero points of one stage of one tensor.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StageCodes {
+    /// Code width in bits.
+    pub bits: u8,
+    /// One code per element (unpacked, each `< 2^bits`).
+    pub codes: Vec<u8>,
+    /// One scale per group.
+    pub scales: Vec<f32>,
+    /// One zero point per group.
+    pub zeros: Vec<i32>,
+}
+
+impl StageCodes {
+    /// The codes bit-packed LSB first.
+    pub fn packed(&self) -> Vec<u8> {
+        kernels::pack(&self.codes, self.bits)
+    }
+}
+
+/// Applies `w += f32(q − z) · s` over a whole tensor: the decoder's rule,
+/// also used by the encoder to know the client's weights bit for bit.
+pub fn apply_codes(weights: &mut [f32], grid: &Grid, bits: u8, packed: &[u8], scales: &[f32], zeros: &[i32]) {
+    apply_codes_with(kernels::Path::Simd, weights, grid, bits, packed, scales, zeros)
+}
+
+/// [`apply_codes`] with an explicit kernel choice (benchmarks).
+pub fn apply_codes_with(
+    path: kernels::Path,
+    weights: &mut [f32],
+    grid: &Grid,
+    bits: u8,
+    packed: &[u8],
+    scales: &[f32],
+    zeros: &[i32],
+) {
+    for run in grid.runs() {
+        let dst = &mut weights[run.start..run.start + run.len];
+        let s = if run.per_element {
+            Scales::PerElement {
+                scales: &scales[run.group..run.group + run.len],
+                zeros: &zeros[run.group..run.group + run.len],
+            }
+        } else {
+            Scales::Uniform { scale: scales[run.group], zero: zeros[run.group] }
+        };
+        kernels::dequant_add_with(path, dst, packed, bits, run.start, s);
+    }
+}
+
+/// Collects each group's element indices (groups may be strided).
+fn group_members(grid: &Grid) -> Vec<Vec<usize>> {
+    let mut members = vec![Vec::new(); grid.groups()];
+    for run in grid.runs() {
+        for k in 0..run.len {
+            let g = if run.per_element { run.group + k } else { run.group };
+            members[g].push(run.start + k);
+        }
+    }
+    members
+}
+
+fn round_code(x: f32, zero: i32, levels: i32) -> u8 {
+    ((x.round() as i32).saturating_add(zero)).clamp(0, levels - 1) as u8
+}
+
+/// Scale and zero point covering `[lo, hi]` with `levels` codes.
+fn affine_params(lo: f32, hi: f32, levels: i32) -> (f32, i32) {
+    let (lo, hi) = (lo.min(0.0), hi.max(0.0));
+    let mut s = (hi - lo) / (levels - 1) as f32;
+    if !(s.is_finite() && s > 0.0) {
+        s = 1.0;
+    }
+    let z = ((-lo / s).round() as i32).clamp(0, levels - 1);
+    (s, z)
+}
+
+/// Clipping ratios tried per group by the base quantizer.
+const CLIP_RATIOS: usize = 40;
+
+/// Quantizes the base stage: per group, searches a clipping ratio in
+/// `(0.3, 1]` for the scale that minimises the decoded weights' squared error.
+pub fn quantize_base(weights: &[f32], grid: &Grid, bits: u8, search_clipping: bool) -> StageCodes {
+    let levels = 1i32 << bits;
+    let mut out = StageCodes {
+        bits,
+        codes: vec![0; weights.len()],
+        scales: vec![0.0; grid.groups()],
+        zeros: vec![0; grid.groups()],
+    };
+    for (g, idx) in group_members(grid).into_iter().enumerate() {
+        let (lo, hi) = idx.iter().fold((0f32, 0f32), |(a, b), &i| (a.min(weights[i]), b.max(weights[i])));
+        let ratios = if search_clipping { CLIP_RATIOS } else { 1 };
+        let mut best = (f64::INFINITY, 1.0f32, 0i32);
+        for k in 0..ratios {
+            let ratio = 1.0 - 0.7 * k as f32 / CLIP_RATIOS as f32;
+            let (s, z) = affine_params(lo * ratio, hi * ratio, levels);
+            let err: f64 = idx
+                .iter()
+                .map(|&i| {
+                    let q = round_code(weights[i] / s, z, levels);
+                    let d = (kernels::scalar_step(0.0, q, z, s) - weights[i]) as f64;
+                    d * d
+                })
+                .sum();
+            if err < best.0 {
+                best = (err, s, z);
+            }
+        }
+        let (_, s, z) = best;
+        out.scales[g] = s;
+        out.zeros[g] = z;
+        for &i in &idx {
+            out.codes[i] = round_code(weights[i] / s, z, levels);
+        }
+    }
+    out
+}
+
+/// Quantizes the residual `target − current` with the centred zero point
+/// `2^(bits−1)` and a per-group scale that covers the residual without clipping.
+pub fn quantize_refinement(target: &[f32], current: &[f32], grid: &Grid, bits: u8) -> StageCodes {
+    let levels = 1i32 << bits;
+    let half = levels / 2;
+    let mut out = StageCodes {
+        bits,
+        codes: vec![half as u8; target.len()],
+        scales: vec![0.0; grid.groups()],
+        zeros: vec![half; grid.groups()],
+    };
+    for (g, idx) in group_members(grid).into_iter().enumerate() {
+        let (lo, hi) = idx.iter().fold((0f32, 0f32), |(a, b), &i| {
+            let r = target[i] - current[i];
+            (a.min(r), b.max(r))
+        });
+        let s = (-lo / half as f32).max(hi / (half - 1).max(1) as f32);
+        if !(s.is_finite() && s > 0.0) {
+            continue; // residual is zero (or not representable): codes stay at the zero point
+        }
+        out.scales[g] = s;
+        for &i in &idx {
+            out.codes[i] = round_code((target[i] - current[i]) / s, half, levels);
+        }
+    }
+    out
+}
+
+/// Error statistics of an approximation against the target.
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ErrorStats {
+    /// Root-mean-square error.
+    pub rmse: f64,
+    /// Largest absolute error.
+    pub max_abs: f64,
+    /// RMSE relative to the target's RMS (0 = exact).
+    pub relative: f64,
+    /// Elements whose f32 bits differ from the target.
+    pub mismatched: u64,
+}
+
+/// Compares `approx` with `target`.
+pub fn error_stats(target: &[f32], approx: &[f32]) -> ErrorStats {
+    let (mut se, mut ss, mut mx, mut mism) = (0f64, 0f64, 0f64, 0u64);
+    for (&t, &a) in target.iter().zip(approx) {
+        let d = (t as f64 - a as f64).abs();
+        se += d * d;
+        ss += (t as f64) * (t as f64);
+        mx = mx.max(d);
+        mism += (t.to_bits() != a.to_bits()) as u64;
+    }
+    let n = target.len().max(1) as f64;
+    ErrorStats {
+        rmse: (se / n).sqrt(),
+        max_abs: mx,
+        relative: if ss > 0.0 { (se / ss).sqrt() } else { (se > 0.0) as u8 as f64 },
+        mismatched: mism,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gaussian(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed;
+        let mut u = || {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((s >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+        };
+        (0..n).map(|_| ((-2.0 * u().ln()).sqrt() * (6.283185307179586 * u()).cos() * 0.05) as f32).collect()
+    }
+
+    #[test]
+    fn clipping_search_beats_min_max() {
+        let w = gaussian(64 * 288, 3);
+        let grid = Grid::choose(&[64, 32, 3, 3], 0, 0);
+        for bits in [2u8, 3, 4] {
+            let mut a = vec![0.0; w.len()];
+            let mut b = vec![0.0; w.len()];
+            let plain = quantize_base(&w, &grid, bits, false);
+            let clip = quantize_base(&w, &grid, bits, true);
+            apply_codes(&mut a, &grid, bits, &plain.packed(), &plain.scales, &plain.zeros);
+            apply_codes(&mut b, &grid, bits, &clip.packed(), &clip.scales, &clip.zeros);
+            let (ea, eb) = (error_stats(&w, &a).rmse, error_stats(&w, &b).rmse);
+            assert!(eb < ea, "bits {bits}: clip {eb} vs min/max {ea}");
+        }
+    }
+
+    #[test]
+    fn refinement_shrinks_error_by_about_two_to_the_bits() {
+        let w = gaussian(128 * 64, 5);
+        let grid = Grid::choose(&[128, 64], 1, 0);
+        let base = quantize_base(&w, &grid, 4, true);
+        let mut cur = vec![0.0; w.len()];
+        apply_codes(&mut cur, &grid, 4, &base.packed(), &base.scales, &base.zeros);
+        let mut prev = error_stats(&w, &cur).max_abs;
+        for bits in [2u8, 4, 8] {
+            let r = quantize_refinement(&w, &cur, &grid, bits);
+            apply_codes(&mut cur, &grid, bits, &r.packed(), &r.scales, &r.zeros);
+            let e = error_stats(&w, &cur).max_abs;
+            assert!(e < prev / ((1 << bits) as f64 / 2.5), "bits {bits}: {e} vs {prev}");
+            prev = e;
+        }
+    }
+}

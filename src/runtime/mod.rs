@@ -1,0 +1,281 @@
+//! The live model: a tract plan serving inference while residual chunks
+//! patch the weights in place.
+//!
+//! [`ProgressiveModel`] keeps an f32 master copy of every quantized weight.
+//! Applying a chunk patches that copy (the dequantize-and-add kernel, or the
+//! exact stage decoded into a scratch copy and swapped in after its hash
+//! checks out) and marks the plan stale; the next [`ProgressiveModel::run`]
+//! (or [`ProgressiveModel::refresh`]) rebuilds the tract plan from the
+//! skeleton graph plus the current weights. A chunk that fails validation
+//! changes nothing: the model keeps serving its last good stage.
+
+mod plan;
+
+pub use plan::{build_plan, Plan};
+
+use std::collections::HashMap;
+
+use tract_onnx::pb::ModelProto;
+use tract_onnx::prelude::{Tensor, TValue};
+
+use crate::error::{Error, Result};
+use crate::format::stream::{Chunk, Frame, FrameReader, StageKind, StreamHeader};
+use crate::format::{hex, sha256, tensor_hash, Hash};
+use crate::onnx::{self, DecodedWeight};
+use crate::quant::{apply_codes, exact, Grid};
+
+/// How to build the tract plan.
+#[derive(Clone, Debug, Default)]
+pub struct RuntimeOptions {
+    /// Concrete shapes for the model inputs, in order (empty: as declared).
+    pub input_shapes: Vec<Vec<usize>>,
+}
+
+/// Where the model stands in its progression.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StageStatus {
+    /// Highest stage every tensor has reached (0 = base).
+    pub stage: u32,
+    /// Number of stages including the base (known once the stream header arrived).
+    pub stages: u32,
+    /// Chunks applied.
+    pub chunks_applied: u64,
+    /// Chunks the stream announced (0 before its header).
+    pub chunks_total: u64,
+    /// True when every weight is bit-identical to the original (hash-checked).
+    pub exact: bool,
+}
+
+/// Outputs of one inference and the stage of the weights that produced them.
+#[derive(Debug)]
+pub struct Inference {
+    /// Model outputs.
+    pub outputs: Vec<Tensor>,
+    /// Stage of the plan that computed them.
+    pub status: StageStatus,
+}
+
+struct LiveTensor {
+    weight: DecodedWeight,
+    stage: u8,
+}
+
+/// A model that serves inference and refines itself as chunks arrive.
+pub struct ProgressiveModel {
+    skeleton: ModelProto,
+    tensors: Vec<LiveTensor>,
+    by_name: HashMap<String, usize>,
+    base_hash: Hash,
+    weights_hash: Option<String>,
+    header: Option<StreamHeader>,
+    table_to_live: Vec<usize>,
+    reader: FrameReader,
+    chunks_applied: u64,
+    options: RuntimeOptions,
+    plan: Plan,
+    plan_status: StageStatus,
+    stale: bool,
+}
+
+impl ProgressiveModel {
+    /// Loads a base ONNX file: decodes its low-bit weights into the master
+    /// copy and builds the stage-0 plan.
+    pub fn from_base(base: &[u8], options: RuntimeOptions) -> Result<Self> {
+        let proto = onnx::decode_model(base)?;
+        let weights_hash = onnx::metadata(&proto, "p2u.weights_sha256").map(str::to_owned);
+        let (skeleton, weights) = onnx::split_base(proto)?;
+        let by_name = weights.iter().enumerate().map(|(i, w)| (w.name.clone(), i)).collect();
+        let tensors: Vec<LiveTensor> = weights.into_iter().map(|weight| LiveTensor { weight, stage: 0 }).collect();
+        let mut m = ProgressiveModel {
+            skeleton,
+            tensors,
+            by_name,
+            base_hash: sha256(base),
+            weights_hash,
+            header: None,
+            table_to_live: vec![],
+            reader: FrameReader::new(),
+            chunks_applied: 0,
+            options,
+            plan: Plan::empty(),
+            plan_status: StageStatus { stage: 0, stages: 1, chunks_applied: 0, chunks_total: 0, exact: false },
+            stale: true,
+        };
+        m.refresh()?;
+        Ok(m)
+    }
+
+    /// Current progression of the weights (the plan catches up at the next run).
+    pub fn status(&self) -> StageStatus {
+        let stages = self.header.as_ref().map_or(1, |h| h.stages.len() as u32);
+        let stage = self.tensors.iter().map(|t| t.stage as u32).min().unwrap_or(0);
+        StageStatus {
+            stage,
+            stages,
+            chunks_applied: self.chunks_applied,
+            chunks_total: self.header.as_ref().map_or(0, |h| h.chunk_count as u64),
+            exact: self.header.is_some() && stage + 1 == stages,
+        }
+    }
+
+    /// The stream header, once attached.
+    pub fn header(&self) -> Option<&StreamHeader> {
+        self.header.as_ref()
+    }
+
+    /// Checks that a stream header belongs to this base and attaches it.
+    pub fn attach(&mut self, header: StreamHeader) -> Result<()> {
+        if self.header.is_some() {
+            return Err(Error::Order("a stream header is already attached".into()));
+        }
+        if header.base_hash != self.base_hash {
+            return Err(Error::Mismatch(format!(
+                "stream was made for base {}, this model's base is {}",
+                &hex(&header.base_hash)[..16],
+                &hex(&self.base_hash)[..16]
+            )));
+        }
+        if let Some(w) = &self.weights_hash {
+            if *w != hex(&header.weights_hash) {
+                return Err(Error::Mismatch("stream refines other weights than this base's".into()));
+            }
+        }
+        if header.tensors.len() != self.tensors.len() {
+            return Err(Error::Mismatch(format!(
+                "stream has {} tensors, base has {}",
+                header.tensors.len(),
+                self.tensors.len()
+            )));
+        }
+        let mut map = Vec::with_capacity(header.tensors.len());
+        for t in &header.tensors {
+            let i = *self
+                .by_name
+                .get(&t.name)
+                .ok_or_else(|| Error::Mismatch(format!("stream tensor {:?} is not in the base", t.name)))?;
+            let w = &self.tensors[i].weight;
+            if w.dims != t.dims || w.grid != t.grid {
+                return Err(Error::Mismatch(format!("tensor {:?}: shape or grid differs from the base's", t.name)));
+            }
+            map.push(i);
+        }
+        self.table_to_live = map;
+        self.header = Some(header);
+        Ok(())
+    }
+
+    /// Applies one chunk to the master weights. On error nothing changed.
+    pub fn apply(&mut self, chunk: &Chunk) -> Result<()> {
+        let header = self.header.as_ref().ok_or_else(|| Error::Order("chunk before the stream header".into()))?;
+        let (want, at_least) = header.expected_payload(chunk.tensor, chunk.stage, chunk.bits)?;
+        let entry = &header.tensors[chunk.tensor as usize];
+        let live = &mut self.tensors[self.table_to_live[chunk.tensor as usize]];
+        if live.stage + 1 != chunk.stage {
+            return Err(Error::Order(format!(
+                "tensor {:?} is at stage {}, chunk is for stage {}",
+                entry.name, live.stage, chunk.stage
+            )));
+        }
+        if chunk.payload.len() < want || (!at_least && chunk.payload.len() != want) {
+            return Err(Error::Invalid(format!("chunk payload of {} bytes, expected {want}", chunk.payload.len())));
+        }
+        let grid: Grid = entry.grid;
+        let groups = grid.groups();
+        let params: Vec<f32> = chunk.payload[..groups * 4]
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().expect("4")))
+            .collect();
+        if let Some(p) = params.iter().find(|p| !(p.is_finite() && **p >= 0.0)) {
+            return Err(Error::Invalid(format!("tensor {:?}: scale or bound {p} is invalid", entry.name)));
+        }
+        let body = &chunk.payload[groups * 4..];
+        match header.stages[chunk.stage as usize].kind {
+            StageKind::Refine => {
+                let zeros = vec![1i32 << (chunk.bits - 1); groups];
+                apply_codes(&mut live.weight.values, &grid, chunk.bits, body, &params, &zeros);
+            }
+            StageKind::Exact => {
+                let mut values = live.weight.values.clone();
+                exact::decode(&mut values, &grid, &params, body)?;
+                if tensor_hash(&values) != entry.hash {
+                    return Err(Error::Mismatch(format!(
+                        "tensor {:?}: exact stage does not reproduce the original (hash mismatch)",
+                        entry.name
+                    )));
+                }
+                live.weight.values = values;
+            }
+            StageKind::Base => unreachable!("expected_payload rejects stage 0"),
+        }
+        live.stage += 1;
+        self.chunks_applied += 1;
+        self.stale = true;
+        Ok(())
+    }
+
+    /// Feeds stream bytes as they arrive (any slicing); applies every chunk
+    /// that becomes complete and returns how many were applied. On error the
+    /// model keeps its last good stage and the stream stays failed.
+    pub fn feed(&mut self, bytes: &[u8]) -> Result<usize> {
+        self.reader.push(bytes);
+        let mut applied = 0;
+        while let Some(frame) = self.reader.next_frame()? {
+            match frame {
+                Frame::Header(h) => self.attach(h)?,
+                Frame::Chunk { chunk, index, offset } => {
+                    self.apply(&chunk).map_err(|e| Error::Chunk { index, offset, reason: e.to_string() })?;
+                    applied += 1;
+                }
+            }
+        }
+        Ok(applied)
+    }
+
+    /// Call when the stream's bytes have all been fed: fails if it stopped early.
+    pub fn finish_stream(&self) -> Result<()> {
+        self.reader.finish()
+    }
+
+    /// Stream bytes consumed so far (where a resumed download should start).
+    pub fn stream_offset(&self) -> u64 {
+        self.reader.consumed()
+    }
+
+    /// Rebuilds the tract plan if weights changed since the last build.
+    pub fn refresh(&mut self) -> Result<()> {
+        if !self.stale {
+            return Ok(());
+        }
+        let status = self.status();
+        self.plan = build_plan(&self.current_model(), &self.options)?;
+        self.plan_status = status;
+        self.stale = false;
+        Ok(())
+    }
+
+    /// Runs inference on the current weights; the result says which stage
+    /// produced it.
+    pub fn run(&mut self, inputs: Vec<Tensor>) -> Result<Inference> {
+        self.refresh()?;
+        let outputs = self.plan.run(inputs.into_iter().map(TValue::from).collect())?;
+        Ok(Inference { outputs, status: self.plan_status })
+    }
+
+    /// The model at its current stage as a plain fp32 ONNX model.
+    pub fn current_model(&self) -> ModelProto {
+        onnx::assemble(
+            &self.skeleton,
+            self.tensors.iter().map(|t| (t.weight.name.as_str(), t.weight.dims.as_slice(), t.weight.values.as_slice())),
+        )
+    }
+
+    /// Current values of a quantized weight.
+    pub fn weight(&self, name: &str) -> Option<&[f32]> {
+        self.by_name.get(name).map(|&i| self.tensors[i].weight.values.as_slice())
+    }
+
+    /// Names of the quantized weights, in base order.
+    pub fn weight_names(&self) -> impl Iterator<Item = &str> {
+        self.tensors.iter().map(|t| t.weight.name.as_str())
+    }
+}
