@@ -185,7 +185,8 @@ pub fn opset(model: &ModelProto) -> i64 {
         .unwrap_or(0)
 }
 
-/// Finds the float weights worth quantizing (at least `min_elements`),
+/// Finds the float weights worth quantizing (at least `min_elements`; not
+/// BatchNormalization parameters),
 /// rejecting models p2u cannot encode with a message naming the culprit.
 pub fn extract_weights(model: &ModelProto, min_elements: usize) -> Result<Vec<Weight>> {
     let g = model.graph.as_ref().ok_or_else(|| Error::Onnx("model has no graph".into()))?;
@@ -219,9 +220,13 @@ pub fn extract_weights(model: &ModelProto, min_elements: usize) -> Result<Vec<We
         )));
     }
     let consumers = consumers(g);
+    // BatchNormalization statistics stay exact: a quantized variance could turn negative.
+    let batch_norm_param = |name: &str| {
+        consumers.get(name).is_some_and(|uses| uses.iter().any(|(n, i)| n.op_type == "BatchNormalization" && *i > 0))
+    };
     let mut out = Vec::new();
     for (name, t) in tensors {
-        if t.data_type != DataType::Float as i32 || elements(t) < min_elements {
+        if t.data_type != DataType::Float as i32 || elements(t) < min_elements || batch_norm_param(&name) {
             continue;
         }
         let dims = dims_of(t)?;

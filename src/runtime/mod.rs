@@ -16,7 +16,7 @@ pub use plan::{build_plan, Plan};
 use std::collections::HashMap;
 
 use tract_onnx::pb::ModelProto;
-use tract_onnx::prelude::{Tensor, TValue};
+use tract_onnx::prelude::Tensor;
 
 use crate::error::{Error, Result};
 use crate::format::stream::{Chunk, Frame, FrameReader, StageKind, StreamHeader};
@@ -257,7 +257,7 @@ impl ProgressiveModel {
     /// produced it.
     pub fn run(&mut self, inputs: Vec<Tensor>) -> Result<Inference> {
         self.refresh()?;
-        let outputs = self.plan.run(inputs.into_iter().map(TValue::from).collect())?;
+        let outputs = self.plan.run(inputs)?;
         Ok(Inference { outputs, status: self.plan_status })
     }
 

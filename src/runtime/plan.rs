@@ -18,9 +18,9 @@ impl Plan {
     }
 
     /// Runs the plan.
-    pub fn run(&self, inputs: TVec<TValue>) -> Result<Vec<Tensor>> {
+    pub fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
         let plan = self.0.as_ref().ok_or_else(|| Error::Engine("no plan built".into()))?;
-        Ok(plan.run(inputs)?.into_iter().map(|v| v.into_tensor()).collect())
+        Ok(plan.run(inputs.into_iter().map(TValue::from).collect())?.into_iter().map(|v| v.into_tensor()).collect())
     }
 }
 

@@ -1,0 +1,212 @@
+//! Shared helpers for the integration tests: fixture models built in code,
+//! locations of the real models, and comparison utilities.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use p2u::encoder::file_info;
+use p2u::onnx::f32_tensor;
+use p2u::{EncodeOptions, Encoded, ProgressiveModel, RuntimeOptions};
+use tract_onnx::pb::{
+    attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto, type_proto, AttributeProto,
+    GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorShapeProto, TypeProto, ValueInfoProto,
+};
+use tract_onnx::prelude::Tensor;
+
+/// Deterministic pseudo-random numbers (tests must be reproducible).
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 >> 11
+    }
+    pub fn uniform(&mut self) -> f64 {
+        (self.next_u64() as f64 + 0.5) / (1u64 << 53) as f64
+    }
+    pub fn gauss(&mut self, sigma: f32) -> f32 {
+        ((-2.0 * self.uniform().ln()).sqrt() * (std::f64::consts::TAU * self.uniform()).cos()) as f32 * sigma
+    }
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+}
+
+fn value_info(name: &str, dims: &[i64]) -> ValueInfoProto {
+    let dim = dims
+        .iter()
+        .map(|&d| tensor_shape_proto::Dimension {
+            value: Some(tensor_shape_proto::dimension::Value::DimValue(d)),
+            ..Default::default()
+        })
+        .collect();
+    ValueInfoProto {
+        name: name.into(),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: DataType::Float as i32,
+                shape: Some(TensorShapeProto { dim }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn node(op: &str, inputs: &[&str], output: &str, attrs: Vec<AttributeProto>) -> NodeProto {
+    NodeProto {
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: vec![output.into()],
+        name: format!("{op}_{output}"),
+        op_type: op.into(),
+        attribute: attrs,
+        ..Default::default()
+    }
+}
+
+fn ints(name: &str, v: &[i64]) -> AttributeProto {
+    AttributeProto { name: name.into(), r#type: AttributeType::Ints as i32, ints: v.to_vec(), ..Default::default() }
+}
+
+fn int(name: &str, v: i64) -> AttributeProto {
+    AttributeProto { name: name.into(), r#type: AttributeType::Int as i32, i: v, ..Default::default() }
+}
+
+/// Input shape of [`fixture_model`].
+pub const FIXTURE_INPUT: [usize; 4] = [1, 8, 16, 16];
+
+/// A small model with every construct the encoder must handle: Conv,
+/// unfolded BatchNorm, depthwise Conv with an all-zero bias, Mul/Add with
+/// weight tensors, Gemm (transB), MatMul, two initializers with identical
+/// values, and a weight stored as a `Constant` node.
+pub fn fixture_model() -> ModelProto {
+    let mut r = Rng(42);
+    let mut t = |name: &str, dims: &[usize], sigma: f32, offset: f32| {
+        let n: usize = dims.iter().product();
+        let v: Vec<f32> = (0..n).map(|_| r.gauss(sigma) + offset).collect();
+        f32_tensor(name, dims, &v)
+    };
+    let p = t("P", &[32, 32], 0.2, 0.0);
+    let mut q = p.clone();
+    q.name = "Q".into();
+    let initializer = vec![
+        t("W1", &[16, 8, 3, 3], 0.15, 0.0),
+        t("B1", &[16], 0.1, 0.0),
+        t("bn_scale", &[16], 0.1, 1.0),
+        t("bn_bias", &[16], 0.1, 0.0),
+        t("bn_mean", &[16], 0.1, 0.0),
+        t("bn_var", &[16], 0.05, 1.0),
+        t("W2", &[16, 1, 3, 3], 0.3, 0.0),
+        f32_tensor("Bz", &[16], &[0.0; 16]),
+        t("M", &[1, 16, 1, 1], 0.2, 1.0),
+        t("A", &[1, 16, 1, 1], 0.2, 0.0),
+        t("G", &[32, 16], 0.25, 0.0),
+        t("Gb", &[32], 0.1, 0.0),
+        p,
+        q,
+    ];
+    let konst = AttributeProto {
+        name: "value".into(),
+        r#type: AttributeType::Tensor as i32,
+        t: Some(t("K", &[32, 10], 0.2, 0.0)),
+        ..Default::default()
+    };
+    let nodes = vec![
+        node("Constant", &[], "K", vec![konst]),
+        node("Conv", &["x", "W1", "B1"], "c1", vec![ints("pads", &[1, 1, 1, 1])]),
+        node("BatchNormalization", &["c1", "bn_scale", "bn_bias", "bn_mean", "bn_var"], "bn", vec![]),
+        node("Relu", &["bn"], "r", vec![]),
+        node("Conv", &["r", "W2", "Bz"], "dw", vec![int("group", 16), ints("pads", &[1, 1, 1, 1])]),
+        node("Mul", &["dw", "M"], "m", vec![]),
+        node("Add", &["m", "A"], "a", vec![]),
+        node("GlobalAveragePool", &["a"], "gap", vec![]),
+        node("Flatten", &["gap"], "f", vec![]),
+        node("Gemm", &["f", "G", "Gb"], "g", vec![int("transB", 1)]),
+        node("MatMul", &["g", "P"], "mm1", vec![]),
+        node("MatMul", &["mm1", "Q"], "mm2", vec![]),
+        node("MatMul", &["mm2", "K"], "y", vec![]),
+    ];
+    ModelProto {
+        ir_version: 8,
+        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: 17 }],
+        producer_name: "p2u-tests".into(),
+        graph: Some(GraphProto {
+            node: nodes,
+            name: "fixture".into(),
+            initializer,
+            input: vec![value_info("x", &[1, 8, 16, 16])],
+            output: vec![value_info("y", &[1, 10])],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Encoder options for the fixture (small tensors are quantized too).
+pub fn fixture_options() -> EncodeOptions {
+    EncodeOptions { min_elements: 16, ..EncodeOptions::default() }
+}
+
+/// Encodes a model held in memory.
+pub fn encode(model: &ModelProto, name: &str, opts: &EncodeOptions) -> Encoded {
+    let bytes = p2u::onnx::encode_model(model);
+    p2u::encode(model, name, file_info(&format!("{name}.onnx"), &bytes), opts, &mut |_| {}).expect("encode")
+}
+
+/// A deterministic input tensor.
+pub fn input(shape: &[usize], seed: u64, lo: f32, hi: f32) -> Tensor {
+    let mut r = Rng(seed);
+    let n: usize = shape.iter().product();
+    let v: Vec<f32> = (0..n).map(|_| lo + (hi - lo) * r.uniform() as f32).collect();
+    Tensor::from_shape(shape, &v).expect("shape")
+}
+
+/// Values of an f32 tensor.
+pub fn values(t: &Tensor) -> Vec<f32> {
+    t.to_plain_array_view::<f32>().expect("f32 tensor").iter().copied().collect()
+}
+
+/// f32 bits of the first output.
+pub fn output_bits(outputs: &[Tensor]) -> Vec<u32> {
+    values(&outputs[0]).iter().map(|v| v.to_bits()).collect()
+}
+
+/// Largest absolute difference between two f32 tensors.
+pub fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+    values(a).iter().zip(values(b)).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+/// Runs a plain ONNX model in tract through the same plan builder p2u uses.
+pub fn reference_outputs(model: &ModelProto, shape: &[usize], input: &Tensor) -> Vec<Tensor> {
+    let plan = p2u::runtime::build_plan(model, &RuntimeOptions { input_shapes: vec![shape.to_vec()] }).expect("plan");
+    plan.run(vec![input.clone()]).expect("run")
+}
+
+/// A model loaded from a base, at stage 0.
+pub fn load_base(enc: &Encoded, shape: &[usize]) -> ProgressiveModel {
+    ProgressiveModel::from_base(&enc.base, RuntimeOptions { input_shapes: vec![shape.to_vec()] }).expect("base loads")
+}
+
+/// Where `../shared/models` is (override with `P2U_SHARED_MODELS`).
+pub fn shared_models() -> PathBuf {
+    std::env::var_os("P2U_SHARED_MODELS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/models"))
+}
+
+/// Where downloaded models are cached (`.ci/fetch-models` fills it).
+pub fn model_cache() -> PathBuf {
+    std::env::var_os("P2U_MODEL_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| dirs_home().join(".cache/p2u/models"))
+}
+
+fn dirs_home() -> PathBuf {
+    std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"))
+}
+
+/// A required model file; panics with how to get it.
+pub fn require(path: PathBuf) -> PathBuf {
+    assert!(path.exists(), "{} is missing: run `bash .ci/fetch-models` first", path.display());
+    path
+}

@@ -1,0 +1,123 @@
+//! The fixture model through the whole pipeline: encode, load the base,
+//! stream every chunk, end bit-identical to tract on the original.
+
+mod common;
+
+use common::*;
+use p2u::format::stream::{Frame, FrameReader};
+
+#[test]
+fn fixture_reaches_bit_exact_weights_and_outputs() {
+    let model = fixture_model();
+    let enc = encode(&model, "fixture", &fixture_options());
+    let names: Vec<&str> = enc.manifest.tensors.iter().map(|t| t.name.as_str()).collect();
+    for w in ["W1", "W2", "Bz", "M", "A", "G", "P", "Q", "K"] {
+        assert!(names.contains(&w), "{w} should be quantized: {names:?}");
+    }
+    for bn in ["bn_scale", "bn_bias", "bn_mean", "bn_var"] {
+        assert!(!names.contains(&bn), "BatchNorm parameter {bn} must pass through exactly");
+    }
+    let x = input(&FIXTURE_INPUT, 1, -1.0, 1.0);
+    let reference = reference_outputs(&model, &FIXTURE_INPUT, &x);
+
+    let mut live = load_base(&enc, &FIXTURE_INPUT);
+    let first = live.run(vec![x.clone()]).unwrap();
+    assert_eq!(first.status.stage, 0);
+    assert!(!first.status.exact);
+    assert_ne!(output_bits(&first.outputs), output_bits(&reference), "a 4-bit base cannot be exact");
+
+    let mut errors = vec![];
+    let mut reader = FrameReader::new();
+    reader.push(&enc.stream);
+    let mut last_stage = 0;
+    while let Some(frame) = reader.next_frame().unwrap() {
+        match frame {
+            Frame::Header(h) => live.attach(h).unwrap(),
+            Frame::Chunk { chunk, .. } => {
+                live.apply(&chunk).unwrap();
+                let st = live.status();
+                if st.stage != last_stage {
+                    let out = live.run(vec![x.clone()]).unwrap();
+                    assert_eq!(out.status.stage, st.stage);
+                    errors.push(max_diff(&out.outputs[0], &reference[0]));
+                    last_stage = st.stage;
+                }
+            }
+        }
+    }
+    reader.finish().unwrap();
+    let done = live.run(vec![x.clone()]).unwrap();
+    assert!(done.status.exact);
+    assert_eq!(done.status.chunks_applied, done.status.chunks_total);
+    assert_eq!(output_bits(&done.outputs), output_bits(&reference), "final outputs must be bit-identical");
+    assert_eq!(*errors.last().unwrap(), 0.0);
+    assert!(errors.windows(2).all(|w| w[1] <= w[0]), "output error must not grow: {errors:?}");
+
+    let original = p2u::onnx::extract_weights(&model, 1).unwrap();
+    for w in original.iter().filter(|w| names.contains(&w.name.as_str())) {
+        let got = live.weight(&w.name).unwrap();
+        assert!(got.iter().zip(&w.values).all(|(a, b)| a.to_bits() == b.to_bits()), "{} not exact", w.name);
+    }
+    let zero = live.weight("Bz").unwrap();
+    assert!(zero.iter().all(|v| v.to_bits() == 0), "all-zero bias must end as +0.0");
+    assert_eq!(live.weight("P").unwrap(), live.weight("Q").unwrap());
+}
+
+#[test]
+fn manifest_error_decreases_monotonically_per_stage() {
+    let enc = encode(&fixture_model(), "fixture", &fixture_options());
+    let rel: Vec<f64> = enc.manifest.stages.iter().map(|s| s.error.relative).collect();
+    assert!(rel.windows(2).all(|w| w[1] < w[0]), "{rel:?}");
+    assert_eq!(*rel.last().unwrap(), 0.0);
+    for t in &enc.manifest.tensors {
+        let e: Vec<f64> = t.error.iter().map(|e| e.max_abs).collect();
+        assert!(e.windows(2).all(|w| w[1] <= w[0]), "{}: {e:?}", t.name);
+    }
+}
+
+#[test]
+fn random_slices_give_the_same_result_as_whole_chunks() {
+    let enc = encode(&fixture_model(), "fixture", &fixture_options());
+    let x = input(&FIXTURE_INPUT, 2, -1.0, 1.0);
+    let mut whole = load_base(&enc, &FIXTURE_INPUT);
+    whole.feed(&enc.stream).unwrap();
+    whole.finish_stream().unwrap();
+    let want = output_bits(&whole.run(vec![x.clone()]).unwrap().outputs);
+    for seed in 0..8 {
+        let mut rng = Rng(seed);
+        let mut m = load_base(&enc, &FIXTURE_INPUT);
+        let mut pos = 0;
+        while pos < enc.stream.len() {
+            let n = 1 + rng.below(if seed % 2 == 0 { 7 } else { 5000 });
+            let end = (pos + n).min(enc.stream.len());
+            m.feed(&enc.stream[pos..end]).unwrap();
+            pos = end;
+        }
+        m.finish_stream().unwrap();
+        let got = m.run(vec![x.clone()]).unwrap();
+        assert!(got.status.exact);
+        assert_eq!(output_bits(&got.outputs), want, "seed {seed}");
+    }
+}
+
+#[test]
+fn encoder_is_deterministic() {
+    let a = encode(&fixture_model(), "fixture", &fixture_options());
+    let b = encode(&fixture_model(), "fixture", &fixture_options());
+    assert_eq!(a.base, b.base);
+    assert_eq!(a.stream, b.stream);
+}
+
+#[test]
+fn every_base_width_and_blocking_reaches_exact() {
+    for (base_bits, stages, block) in [(2u8, vec![2u8, 4], 0usize), (3, vec![8], 8), (8, vec![], 0), (4, vec![3, 5, 8], 16)] {
+        let opts = p2u::EncodeOptions { base_bits, refine_bits: stages.clone(), block, ..fixture_options() };
+        let enc = encode(&fixture_model(), "fixture", &opts);
+        let mut m = load_base(&enc, &FIXTURE_INPUT);
+        m.feed(&enc.stream).unwrap();
+        m.finish_stream().unwrap();
+        let st = m.status();
+        assert!(st.exact, "base {base_bits} stages {stages:?} block {block}: {st:?}");
+        assert_eq!(st.stages as usize, stages.len() + 2);
+    }
+}
