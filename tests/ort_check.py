@@ -1,0 +1,46 @@
+"""Independent check of a p2u base with the ONNX tools.
+
+usage: ort_check.py BASE.onnx INPUT.f32 SHAPE P2U_OUTPUT.f32 TOLERANCE
+
+Runs onnx.checker on the base, runs it in onnxruntime on the input (raw
+little-endian float32, SHAPE like 1x3x224x224) and compares with the stage-0
+output p2u computed in tract: max |ort - p2u| must be <= TOLERANCE * max|p2u|
+and the arg-max must agree (ORT's QDQ fusions are disabled for this
+comparison, and their effect is printed). Exit code 0 only then.
+"""
+import sys
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+base, inp, shape, p2u_out, tol = sys.argv[1:6]
+shape = [int(d) for d in shape.split("x")]
+model = onnx.load(base)
+onnx.checker.check_model(model, full_check=True)
+dq = [n for n in model.graph.node if n.op_type == "DequantizeLinear"]
+types = {t.name: t.data_type for t in model.graph.initializer}
+assert dq, "the base has no DequantizeLinear nodes"
+assert all(types[n.input[0]] in (onnx.TensorProto.UINT4, onnx.TensorProto.UINT8) for n in dq)
+x = np.fromfile(inp, dtype="<f4").reshape(shape)
+
+def run(disable_qdq_fusion):
+    opts = ort.SessionOptions()
+    # ORT may fuse DequantizeLinear into integer kernels that also quantize
+    # activations: that computes another model than the ONNX semantics.
+    opts.add_session_config_entry("session.disable_quant_qdq", "1" if disable_qdq_fusion else "0")
+    sess = ort.InferenceSession(base, opts, providers=["CPUExecutionProvider"])
+    return sess.run(None, {sess.get_inputs()[0].name: x})[0].ravel()
+
+
+y = run(True)
+fused = run(False)
+ref = np.fromfile(p2u_out, dtype="<f4")
+assert y.shape == ref.shape, (y.shape, ref.shape)
+scale = float(np.abs(ref).max())
+err = float(np.abs(y - ref).max())
+print(f"onnx.checker ok; {len(dq)} DequantizeLinear nodes; onnxruntime {ort.__version__}: "
+      f"max|ort - p2u| = {err:.3e} ({err / scale:.2e} of max|output|), argmax {y.argmax()} vs {ref.argmax()}; "
+      f"with ORT's QDQ fusions on: {float(np.abs(fused - ref).max()) / scale:.2e} of max|output|, argmax {fused.argmax()}")
+assert err <= float(tol) * scale, f"outputs differ by {err}, tolerance {float(tol) * scale}"
+assert y.argmax() == ref.argmax()
