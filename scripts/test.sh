@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The test command: sets up a fresh machine (scripts/setup.sh), then runs the
+# whole test suite in release mode (tract is too slow unoptimised).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/p2u/target}"
+cargo test --release --locked --all-targets 2>&1 | tee /tmp/p2u-test.log
+# refuse a run that executed no test at all
+if ! grep -Eq "^test result: ok\. [1-9][0-9]* passed" /tmp/p2u-test.log; then
+  echo "no test was executed" >&2
+  exit 1
+fi
