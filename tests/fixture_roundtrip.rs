@@ -5,6 +5,7 @@ mod common;
 
 use common::*;
 use p2u::format::stream::{Frame, FrameReader};
+use p2u::runtime::Serving;
 
 #[test]
 fn fixture_reaches_bit_exact_weights_and_outputs() {
@@ -21,6 +22,7 @@ fn fixture_reaches_bit_exact_weights_and_outputs() {
     let reference = reference_outputs(&model, &FIXTURE_INPUT, &x);
 
     let mut live = load_base(&enc, &FIXTURE_INPUT);
+    assert_eq!(live.serving(), Serving::WeightInputs, "{:?}", live.fallback_reason());
     let first = live.run(vec![x.clone()]).unwrap();
     assert_eq!(first.status.stage, 0);
     assert!(!first.status.exact);
@@ -39,6 +41,11 @@ fn fixture_reaches_bit_exact_weights_and_outputs() {
                 if st.stage != last_stage {
                     let out = live.run(vec![x.clone()]).unwrap();
                     assert_eq!(out.status.stage, st.stage);
+                    // the weights-as-inputs plan computes the same model as a
+                    // plan built from this stage's weights as constants
+                    let baked = reference_outputs(&live.current_model(), &FIXTURE_INPUT, &x);
+                    let scale = values(&baked[0]).iter().fold(0f32, |a, v| a.max(v.abs()));
+                    assert!(max_diff(&out.outputs[0], &baked[0]) <= 1e-5 * scale, "stage {}", st.stage);
                     errors.push(max_diff(&out.outputs[0], &reference[0]));
                     last_stage = st.stage;
                 }
@@ -48,6 +55,7 @@ fn fixture_reaches_bit_exact_weights_and_outputs() {
     reader.finish().unwrap();
     let done = live.run(vec![x.clone()]).unwrap();
     assert!(done.status.exact);
+    assert_eq!(live.serving(), Serving::Constants, "the exact model is served from constants");
     assert_eq!(done.status.chunks_applied, done.status.chunks_total);
     assert_eq!(output_bits(&done.outputs), output_bits(&reference), "final outputs must be bit-identical");
     assert_eq!(*errors.last().unwrap(), 0.0);

@@ -25,6 +25,7 @@ fn end_to_end(path: &Path, shape: &[usize], lo: f32, hi: f32) {
     let x = input(shape, 7, lo, hi);
     let reference = reference_outputs(&original, shape, &x);
     let mut live = load_base(&enc, shape);
+    assert_eq!(live.serving(), p2u::runtime::Serving::WeightInputs, "{:?}", live.fallback_reason());
     let base_out = live.run(vec![x.clone()]).unwrap();
     assert_eq!(base_out.status.stage, 0);
     let mut out_err = vec![max_diff(&base_out.outputs[0], &reference[0])];

@@ -13,8 +13,9 @@ use std::path::Path;
 
 use prost::Message;
 use tract_onnx::pb::{
-    self, attribute_proto::AttributeType, tensor_proto::DataType, AttributeProto, ModelProto, NodeProto,
-    OperatorSetIdProto, StringStringEntryProto, TensorProto,
+    self, attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto, type_proto, AttributeProto,
+    ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto, TensorProto, TensorShapeProto, TypeProto,
+    ValueInfoProto,
 };
 
 use crate::error::{Error, Result};
@@ -471,6 +472,56 @@ pub fn assemble<'a>(skeleton: &ModelProto, weights: impl IntoIterator<Item = (&'
         g.initializer = inits;
     }
     m
+}
+
+/// Suffix of the graph inputs that carry weights in [`weights_as_inputs`].
+pub const WEIGHT_INPUT_SUFFIX: &str = "::w";
+
+/// The skeleton with the given weights turned into extra graph inputs
+/// (named `W::w`, appended after the model's own inputs) so one optimised
+/// plan can serve any weight values. Fails if a weight is also a graph output.
+pub fn weights_as_inputs<'a>(skeleton: &ModelProto, weights: impl IntoIterator<Item = (&'a str, &'a [usize])>) -> Result<ModelProto> {
+    let mut m = skeleton.clone();
+    let g = m.graph.as_mut().ok_or_else(|| Error::Onnx("model has no graph".into()))?;
+    let mut renamed: HashMap<&str, String> = HashMap::new();
+    for (name, dims) in weights {
+        if g.output.iter().any(|o| o.name == name) {
+            return Err(Error::Unsupported(format!("weight {name:?} is also a graph output")));
+        }
+        let input = format!("{name}{WEIGHT_INPUT_SUFFIX}");
+        g.input.push(value_info(&input, DataType::Float, dims));
+        renamed.insert(name, input);
+    }
+    for n in &mut g.node {
+        for i in &mut n.input {
+            if let Some(r) = renamed.get(i.as_str()) {
+                *i = r.clone();
+            }
+        }
+    }
+    Ok(m)
+}
+
+/// A tensor-typed `ValueInfoProto` with a fixed shape.
+pub fn value_info(name: &str, dtype: DataType, dims: &[usize]) -> ValueInfoProto {
+    let dim = dims
+        .iter()
+        .map(|&d| tensor_shape_proto::Dimension {
+            value: Some(tensor_shape_proto::dimension::Value::DimValue(d as i64)),
+            ..Default::default()
+        })
+        .collect();
+    ValueInfoProto {
+        name: name.into(),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: dtype as i32,
+                shape: Some(TensorShapeProto { dim }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
 }
 
 /// Reads a `metadata_props` entry.

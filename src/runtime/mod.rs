@@ -1,28 +1,43 @@
 //! The live model: a tract plan serving inference while residual chunks
 //! patch the weights in place.
 //!
-//! [`ProgressiveModel`] keeps an f32 master copy of every quantized weight.
-//! Applying a chunk patches that copy (the dequantize-and-add kernel, or the
-//! exact stage decoded into a scratch copy and swapped in after its hash
-//! checks out) and marks the plan stale; the next [`ProgressiveModel::run`]
-//! (or [`ProgressiveModel::refresh`]) rebuilds the tract plan from the
-//! skeleton graph plus the current weights. A chunk that fails validation
-//! changes nothing: the model keeps serving its last good stage.
+//! [`ProgressiveModel`] holds every quantized weight once, as the tract
+//! tensor it serves from. While the model refines, it serves from a plan
+//! optimised once with the weights as extra graph inputs
+//! ([`Serving::WeightInputs`]): applying a chunk runs the dequantize-and-add
+//! kernel straight into that tensor, and the next run uses it — no tract
+//! work at all per update. When the last stage lands, the model is rebuilt
+//! once with the weights as constants ([`Serving::Constants`]), which is the
+//! exact graph tract builds for the original file: final outputs are
+//! bit-identical to it, at full speed. If a graph cannot take its weights as
+//! inputs, the model serves from constants throughout and rebuilds on the
+//! first run after a change. A chunk that fails validation changes nothing:
+//! the model keeps serving its last good stage.
 
 mod plan;
 
 pub use plan::{build_plan, Plan};
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use tract_onnx::pb::ModelProto;
-use tract_onnx::prelude::Tensor;
+use tract_onnx::prelude::{IntoTValue, Tensor, TValue};
 
 use crate::error::{Error, Result};
 use crate::format::stream::{Chunk, Frame, FrameReader, StageKind, StreamHeader};
 use crate::format::{hex, sha256, tensor_hash, Hash};
-use crate::onnx::{self, DecodedWeight};
+use crate::onnx;
 use crate::quant::{apply_codes, exact, Grid};
+
+/// Which kind of plan serves inference.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Serving {
+    /// One plan with the weights as graph inputs; updates cost no tract work.
+    WeightInputs,
+    /// Weights baked in as constants (the final model, or the fallback).
+    Constants,
+}
 
 /// How to build the tract plan.
 #[derive(Clone, Debug, Default)]
@@ -56,8 +71,37 @@ pub struct Inference {
 }
 
 struct LiveTensor {
-    weight: DecodedWeight,
+    name: String,
+    dims: Vec<usize>,
+    grid: Grid,
+    /// The weights, shared with tract while a run is in flight.
+    values: Arc<Tensor>,
     stage: u8,
+}
+
+impl LiveTensor {
+    fn values(&self) -> &[f32] {
+        tensor_slice(&self.values)
+    }
+
+    /// Mutable values; copies only if a run still holds the tensor.
+    fn values_mut(&mut self) -> &mut [f32] {
+        Arc::make_mut(&mut self.values)
+            .to_plain_array_view_mut::<f32>()
+            .expect("weights are f32")
+            .into_slice()
+            .expect("weights are contiguous")
+    }
+}
+
+fn tensor_slice(t: &Tensor) -> &[f32] {
+    t.to_plain_array_view::<f32>().expect("weights are f32").to_slice().expect("weights are contiguous")
+}
+
+fn f32_tensor(dims: &[usize], values: Vec<f32>) -> Result<Arc<Tensor>> {
+    let a = tract_onnx::prelude::tract_ndarray::ArrayD::from_shape_vec(dims, values)
+        .map_err(|e| Error::Onnx(format!("weight shape {dims:?}: {e}")))?;
+    Ok(Arc::new(a.into()))
 }
 
 /// A model that serves inference and refines itself as chunks arrive.
@@ -73,19 +117,25 @@ pub struct ProgressiveModel {
     chunks_applied: u64,
     options: RuntimeOptions,
     plan: Plan,
-    plan_status: StageStatus,
+    serving: Serving,
+    fallback_reason: Option<String>,
     stale: bool,
 }
 
 impl ProgressiveModel {
-    /// Loads a base ONNX file: decodes its low-bit weights into the master
-    /// copy and builds the stage-0 plan.
+    /// Loads a base ONNX file: decodes its low-bit weights and builds the
+    /// stage-0 plan.
     pub fn from_base(base: &[u8], options: RuntimeOptions) -> Result<Self> {
         let proto = onnx::decode_model(base)?;
         let weights_hash = onnx::metadata(&proto, "p2u.weights_sha256").map(str::to_owned);
         let (skeleton, weights) = onnx::split_base(proto)?;
         let by_name = weights.iter().enumerate().map(|(i, w)| (w.name.clone(), i)).collect();
-        let tensors: Vec<LiveTensor> = weights.into_iter().map(|weight| LiveTensor { weight, stage: 0 }).collect();
+        let tensors = weights
+            .into_iter()
+            .map(|w| {
+                Ok(LiveTensor { values: f32_tensor(&w.dims, w.values)?, name: w.name, dims: w.dims, grid: w.grid, stage: 0 })
+            })
+            .collect::<Result<Vec<_>>>()?;
         let mut m = ProgressiveModel {
             skeleton,
             tensors,
@@ -98,11 +148,34 @@ impl ProgressiveModel {
             chunks_applied: 0,
             options,
             plan: Plan::empty(),
-            plan_status: StageStatus { stage: 0, stages: 1, chunks_applied: 0, chunks_total: 0, exact: false },
+            serving: Serving::WeightInputs,
+            fallback_reason: None,
             stale: true,
         };
-        m.refresh()?;
+        let with_inputs = onnx::weights_as_inputs(&m.skeleton, m.tensors.iter().map(|t| (t.name.as_str(), t.dims.as_slice())))
+            .and_then(|proto| build_plan(&proto, &m.options));
+        match with_inputs {
+            Ok(plan) => {
+                m.plan = plan;
+                m.stale = false;
+            }
+            Err(e) => {
+                m.serving = Serving::Constants;
+                m.fallback_reason = Some(e.to_string());
+                m.refresh()?;
+            }
+        }
         Ok(m)
+    }
+
+    /// How inference is served right now.
+    pub fn serving(&self) -> Serving {
+        self.serving
+    }
+
+    /// Why the weights-as-inputs plan could not be used, if it could not.
+    pub fn fallback_reason(&self) -> Option<&str> {
+        self.fallback_reason.as_deref()
     }
 
     /// Current progression of the weights (the plan catches up at the next run).
@@ -153,7 +226,7 @@ impl ProgressiveModel {
                 .by_name
                 .get(&t.name)
                 .ok_or_else(|| Error::Mismatch(format!("stream tensor {:?} is not in the base", t.name)))?;
-            let w = &self.tensors[i].weight;
+            let w = &self.tensors[i];
             if w.dims != t.dims || w.grid != t.grid {
                 return Err(Error::Mismatch(format!("tensor {:?}: shape or grid differs from the base's", t.name)));
             }
@@ -192,10 +265,10 @@ impl ProgressiveModel {
         match header.stages[chunk.stage as usize].kind {
             StageKind::Refine => {
                 let zeros = vec![1i32 << (chunk.bits - 1); groups];
-                apply_codes(&mut live.weight.values, &grid, chunk.bits, body, &params, &zeros);
+                apply_codes(live.values_mut(), &grid, chunk.bits, body, &params, &zeros);
             }
             StageKind::Exact => {
-                let mut values = live.weight.values.clone();
+                let mut values = live.values().to_vec();
                 exact::decode(&mut values, &grid, &params, body)?;
                 if tensor_hash(&values) != entry.hash {
                     return Err(Error::Mismatch(format!(
@@ -203,13 +276,13 @@ impl ProgressiveModel {
                         entry.name
                     )));
                 }
-                live.weight.values = values;
+                live.values = f32_tensor(&live.dims, values)?;
             }
             StageKind::Base => unreachable!("expected_payload rejects stage 0"),
         }
         live.stage += 1;
         self.chunks_applied += 1;
-        self.stale = true;
+        self.stale = self.serving == Serving::Constants || self.status().exact;
         Ok(())
     }
 
@@ -241,41 +314,43 @@ impl ProgressiveModel {
         self.reader.consumed()
     }
 
-    /// Rebuilds the tract plan if weights changed since the last build.
+    /// Brings the plan up to date: after the last stage (or in constants
+    /// mode after any change) rebuilds it with the weights as constants.
     pub fn refresh(&mut self) -> Result<()> {
         if !self.stale {
             return Ok(());
         }
-        let status = self.status();
         self.plan = build_plan(&self.current_model(), &self.options)?;
-        self.plan_status = status;
+        self.serving = Serving::Constants;
         self.stale = false;
         Ok(())
     }
 
     /// Runs inference on the current weights; the result says which stage
     /// produced it.
-    pub fn run(&mut self, inputs: Vec<Tensor>) -> Result<Inference> {
+    pub fn run(&mut self, mut inputs: Vec<Tensor>) -> Result<Inference> {
         self.refresh()?;
-        let outputs = self.plan.run(inputs)?;
-        Ok(Inference { outputs, status: self.plan_status })
+        let status = self.status();
+        let mut values: Vec<TValue> = inputs.drain(..).map(TValue::from).collect();
+        if self.serving == Serving::WeightInputs {
+            values.extend(self.tensors.iter().map(|t| t.values.clone().into_tvalue()));
+        }
+        let outputs = self.plan.run_values(values.into_iter().collect())?;
+        Ok(Inference { outputs, status })
     }
 
     /// The model at its current stage as a plain fp32 ONNX model.
     pub fn current_model(&self) -> ModelProto {
-        onnx::assemble(
-            &self.skeleton,
-            self.tensors.iter().map(|t| (t.weight.name.as_str(), t.weight.dims.as_slice(), t.weight.values.as_slice())),
-        )
+        onnx::assemble(&self.skeleton, self.tensors.iter().map(|t| (t.name.as_str(), t.dims.as_slice(), t.values())))
     }
 
     /// Current values of a quantized weight.
     pub fn weight(&self, name: &str) -> Option<&[f32]> {
-        self.by_name.get(name).map(|&i| self.tensors[i].weight.values.as_slice())
+        self.by_name.get(name).map(|&i| self.tensors[i].values())
     }
 
     /// Names of the quantized weights, in base order.
     pub fn weight_names(&self) -> impl Iterator<Item = &str> {
-        self.tensors.iter().map(|t| t.weight.name.as_str())
+        self.tensors.iter().map(|t| t.name.as_str())
     }
 }

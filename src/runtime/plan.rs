@@ -19,8 +19,13 @@ impl Plan {
 
     /// Runs the plan.
     pub fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
+        self.run_values(inputs.into_iter().map(TValue::from).collect())
+    }
+
+    /// Runs the plan on values that may share their tensors.
+    pub fn run_values(&self, inputs: TVec<TValue>) -> Result<Vec<Tensor>> {
         let plan = self.0.as_ref().ok_or_else(|| Error::Engine("no plan built".into()))?;
-        Ok(plan.run(inputs.into_iter().map(TValue::from).collect())?.into_iter().map(|v| v.into_tensor()).collect())
+        Ok(plan.run(inputs)?.into_iter().map(|v| v.into_tensor()).collect())
     }
 }
 

@@ -8,8 +8,8 @@ use p2u::encoder::file_info;
 use p2u::onnx::f32_tensor;
 use p2u::{EncodeOptions, Encoded, ProgressiveModel, RuntimeOptions};
 use tract_onnx::pb::{
-    attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto, type_proto, AttributeProto,
-    GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorShapeProto, TypeProto, ValueInfoProto,
+    attribute_proto::AttributeType, tensor_proto::DataType, AttributeProto, GraphProto, ModelProto, NodeProto,
+    OperatorSetIdProto, ValueInfoProto,
 };
 use tract_onnx::prelude::Tensor;
 
@@ -33,24 +33,8 @@ impl Rng {
 }
 
 fn value_info(name: &str, dims: &[i64]) -> ValueInfoProto {
-    let dim = dims
-        .iter()
-        .map(|&d| tensor_shape_proto::Dimension {
-            value: Some(tensor_shape_proto::dimension::Value::DimValue(d)),
-            ..Default::default()
-        })
-        .collect();
-    ValueInfoProto {
-        name: name.into(),
-        r#type: Some(TypeProto {
-            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
-                elem_type: DataType::Float as i32,
-                shape: Some(TensorShapeProto { dim }),
-            })),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+    let dims: Vec<usize> = dims.iter().map(|&d| d as usize).collect();
+    p2u::onnx::value_info(name, DataType::Float, &dims)
 }
 
 fn node(op: &str, inputs: &[&str], output: &str, attrs: Vec<AttributeProto>) -> NodeProto {
