@@ -65,7 +65,8 @@ struct EncodedTensor {
 }
 
 impl EncodeOptions {
-    fn validate(&self) -> Result<()> {
+    /// Checks the bit widths and stage count.
+    pub fn validate(&self) -> Result<()> {
         if !matches!(self.base_bits, 2 | 3 | 4 | 8) {
             return Err(Error::Invalid(format!("base bits {} (use 2, 3, 4 or 8)", self.base_bits)));
         }

@@ -21,4 +21,4 @@ pub mod runtime;
 
 pub use encoder::{encode, EncodeOptions, Encoded};
 pub use error::{Error, Result};
-pub use runtime::{Inference, ProgressiveModel, RuntimeOptions, StageStatus};
+pub use runtime::{Inference, ProgressiveModel, Runner, RuntimeOptions, StageStatus};

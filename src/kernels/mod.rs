@@ -139,6 +139,17 @@ pub fn unpack(packed: &[u8], bits: u8, start: usize, out: &mut [u8]) {
     }
 }
 
+/// Byte → its four 2-bit codes, LSB first.
+const CRUMBS: [[u8; 4]; 256] = {
+    let mut t = [[0u8; 4]; 256];
+    let mut b = 0;
+    while b < 256 {
+        t[b] = [(b & 3) as u8, ((b >> 2) & 3) as u8, ((b >> 4) & 3) as u8, (b >> 6) as u8];
+        b += 1;
+    }
+    t
+};
+
 fn unpack_nibbles(bytes: &[u8], out: &mut [u8]) {
     let half = out.len() / 2;
     let mut pairs = out.chunks_exact_mut(2);
@@ -146,15 +157,19 @@ fn unpack_nibbles(bytes: &[u8], out: &mut [u8]) {
         pair[0] = b & 15;
         pair[1] = b >> 4;
     }
-    let rest = pairs.into_remainder();
-    if let [last] = rest {
+    if let [last] = pairs.into_remainder() {
         *last = bytes[half] & 15;
     }
 }
 
 fn unpack_crumbs(bytes: &[u8], out: &mut [u8]) {
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = (bytes[i / 4] >> ((i % 4) * 2)) & 3;
+    let full = out.len() / 4;
+    let mut quads = out.chunks_exact_mut(4);
+    for (quad, &b) in (&mut quads).zip(bytes) {
+        quad.copy_from_slice(&CRUMBS[b as usize]);
+    }
+    for (k, o) in quads.into_remainder().iter_mut().enumerate() {
+        *o = CRUMBS[bytes[full] as usize][k];
     }
 }
 

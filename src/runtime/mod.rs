@@ -70,6 +70,27 @@ pub struct Inference {
     pub status: StageStatus,
 }
 
+/// A frozen, thread-safe view of a [`ProgressiveModel`] at one stage.
+#[derive(Clone)]
+pub struct Runner {
+    plan: Plan,
+    weights: Vec<TValue>,
+    status: StageStatus,
+}
+
+impl Runner {
+    /// Runs inference; the result carries the snapshot's stage.
+    pub fn run(&self, inputs: Vec<Tensor>) -> Result<Inference> {
+        let values = inputs.into_iter().map(TValue::from).chain(self.weights.iter().cloned()).collect();
+        Ok(Inference { outputs: self.plan.run_values(values)?, status: self.status })
+    }
+
+    /// The stage this snapshot serves.
+    pub fn status(&self) -> StageStatus {
+        self.status
+    }
+}
+
 struct LiveTensor {
     name: String,
     dims: Vec<usize>,
@@ -328,15 +349,20 @@ impl ProgressiveModel {
 
     /// Runs inference on the current weights; the result says which stage
     /// produced it.
-    pub fn run(&mut self, mut inputs: Vec<Tensor>) -> Result<Inference> {
+    pub fn run(&mut self, inputs: Vec<Tensor>) -> Result<Inference> {
+        self.runner()?.run(inputs)
+    }
+
+    /// A snapshot of the model at its current stage that can run on any
+    /// thread while this model goes on refining (it shares the weights;
+    /// a later patch copies a tensor only while a snapshot still holds it).
+    pub fn runner(&mut self) -> Result<Runner> {
         self.refresh()?;
-        let status = self.status();
-        let mut values: Vec<TValue> = inputs.drain(..).map(TValue::from).collect();
-        if self.serving == Serving::WeightInputs {
-            values.extend(self.tensors.iter().map(|t| t.values.clone().into_tvalue()));
-        }
-        let outputs = self.plan.run_values(values.into_iter().collect())?;
-        Ok(Inference { outputs, status })
+        let weights = match self.serving {
+            Serving::WeightInputs => self.tensors.iter().map(|t| t.values.clone().into_tvalue()).collect(),
+            Serving::Constants => vec![],
+        };
+        Ok(Runner { plan: self.plan.clone(), weights, status: self.status() })
     }
 
     /// The model at its current stage as a plain fp32 ONNX model.

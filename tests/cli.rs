@@ -1,0 +1,156 @@
+//! The `p2u` command line on real files: encode (single-file and external
+//! data), inspect, export, verify, and clear errors for unsupported models.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::*;
+use tract_onnx::pb::tensor_proto::DataType;
+
+fn p2u(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_p2u")).args(args.iter().map(|a| a.as_ref())).output().expect("p2u runs")
+}
+
+fn text(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr)
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("p2u-cli-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn write_model(dir: &Path, name: &str, m: &tract_onnx::pb::ModelProto) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, p2u::onnx::encode_model(m)).unwrap();
+    p
+}
+
+#[test]
+fn encode_inspect_export_verify() {
+    let dir = scratch("roundtrip");
+    let model = write_model(&dir, "fixture.onnx", &fixture_model());
+    let out = dir.join("enc");
+    let o = p2u(&[&"encode", &model, &"-o", &out, &"--min-elements", &"16", &"--stages", &"4,8"]);
+    assert!(o.status.success(), "{}", text(&o));
+    for f in ["fixture.base.onnx", "fixture.p2u", "fixture.json"] {
+        assert!(out.join(f).exists(), "{f} missing");
+    }
+    let o = p2u(&[&"inspect", &out]);
+    assert!(o.status.success(), "{}", text(&o));
+    let t = text(&o);
+    assert!(t.contains("exact") && t.contains("W1") && t.contains("refine"), "{t}");
+
+    let o = p2u(&[&"verify", &model, &out]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("bit-identical"));
+
+    // export stage 0 and the final stage; the final export has the original weights
+    let final_onnx = dir.join("final.onnx");
+    let o = p2u(&[&"export", &out, &"--stage", &"3", &"-o", &final_onnx]);
+    assert!(o.status.success(), "{}", text(&o));
+    let exported = p2u::onnx::load_model(&final_onnx).unwrap();
+    let orig = p2u::onnx::extract_weights(&fixture_model(), 1).unwrap();
+    let got = p2u::onnx::extract_weights(&exported, 1).unwrap();
+    for w in &orig {
+        let g = got.iter().find(|g| g.name == w.name).unwrap_or_else(|| panic!("{} missing", w.name));
+        assert_eq!(g.values.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), w.values.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+    }
+    let stage0 = dir.join("stage0.onnx");
+    assert!(p2u(&[&"export", &out, &"--stage", &"0", &"-o", &stage0]).status.success());
+    let s0 = p2u::onnx::extract_weights(&p2u::onnx::load_model(&stage0).unwrap(), 1).unwrap();
+    let w1 = s0.iter().find(|w| w.name == "W1").unwrap();
+    assert_ne!(w1.values, orig.iter().find(|w| w.name == "W1").unwrap().values, "stage 0 is the 4-bit base");
+    assert!(!p2u(&[&"export", &out, &"--stage", &"9", &"-o", &stage0]).status.success());
+
+    // verify against another model fails with a non-zero exit code
+    let mut other = fixture_model();
+    let g = other.graph.as_mut().unwrap();
+    g.initializer.iter_mut().find(|t| t.name == "P").unwrap().raw_data[5] ^= 0x40;
+    let other_path = write_model(&dir, "other.onnx", &other);
+    let o = p2u(&[&"verify", &other_path, &out]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("differs"), "{}", text(&o));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn external_data_models_encode_and_verify() {
+    let dir = scratch("external");
+    let mut m = fixture_model();
+    let mut blob = vec![];
+    for t in &mut m.graph.as_mut().unwrap().initializer {
+        let offset = blob.len();
+        blob.extend_from_slice(&t.raw_data);
+        let entry = |k: &str, v: String| tract_onnx::pb::StringStringEntryProto { key: k.into(), value: v };
+        t.external_data = vec![
+            entry("location", "weights.bin".into()),
+            entry("offset", offset.to_string()),
+            entry("length", t.raw_data.len().to_string()),
+        ];
+        t.data_location = Some(tract_onnx::pb::tensor_proto::DataLocation::External as i32);
+        t.raw_data.clear();
+    }
+    std::fs::write(dir.join("weights.bin"), &blob).unwrap();
+    let model = write_model(&dir, "ext.onnx", &m);
+    let out = dir.join("enc");
+    let o = p2u(&[&"encode", &model, &"-o", &out, &"--min-elements", &"16"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = p2u(&[&"verify", &model, &out]);
+    assert!(o.status.success(), "{}", text(&o));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn unsupported_models_get_a_clear_message() {
+    let dir = scratch("unsupported");
+    let out = dir.join("enc");
+    // fp16 weights
+    let mut fp16 = fixture_model();
+    let w = fp16.graph.as_mut().unwrap().initializer.iter_mut().find(|t| t.name == "W1").unwrap();
+    w.data_type = DataType::Float16 as i32;
+    w.raw_data.truncate(w.raw_data.len() / 2);
+    // already quantized
+    let mut quantized = fixture_model();
+    quantized.graph.as_mut().unwrap().node[1].op_type = "QLinearConv".into();
+    // a weight inside a subgraph
+    let mut sub = fixture_model();
+    let body = tract_onnx::pb::GraphProto {
+        initializer: vec![p2u::onnx::f32_tensor("inner_w", &[64, 64], &vec![0.5; 4096])],
+        ..Default::default()
+    };
+    let g = sub.graph.as_mut().unwrap();
+    g.node.push(tract_onnx::pb::NodeProto {
+        op_type: "If".into(),
+        name: "branch".into(),
+        input: vec!["cond".into()],
+        output: vec!["z".into()],
+        attribute: vec![tract_onnx::pb::AttributeProto {
+            name: "then_branch".into(),
+            g: Some(body),
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    for (name, m, needle) in [
+        ("fp16", fp16, "\"W1\""),
+        ("quantized", quantized, "already quantized"),
+        ("subgraph", sub, "\"inner_w\""),
+    ] {
+        let path = write_model(&dir, &format!("{name}.onnx"), &m);
+        let o = p2u(&[&"encode", &path, &"-o", &out, &"--min-elements", &"16"]);
+        let t = text(&o);
+        assert_eq!(o.status.code(), Some(1), "{name}: {t}");
+        assert!(t.contains("p2u: error: unsupported model") && t.contains(needle), "{name}: {t}");
+        assert!(!t.contains("panicked"), "{name}: {t}");
+    }
+    let o = p2u(&[&"encode", &dir.join("missing.onnx"), &"-o", &out]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("missing.onnx"), "{}", text(&o));
+    let o = p2u(&[&"encode", &dir.join("missing.onnx"), &"-o", &out, &"--base-bits", &"5"]);
+    assert!(text(&o).contains("base bits 5"), "options are checked before any file is read: {}", text(&o));
+    std::fs::remove_dir_all(&dir).ok();
+}
