@@ -88,7 +88,7 @@ impl EncodeOptions {
     }
 }
 
-fn encode_tensor(w: &Weight, opts: &EncodeOptions) -> Result<EncodedTensor> {
+fn encode_tensor(index: u32, w: &Weight, opts: &EncodeOptions) -> Result<EncodedTensor> {
     let grid = Grid::choose(&w.dims, w.channel_axis, opts.block);
     let target = &w.values;
     let base = quant::quantize_base(target, &grid, opts.base_bits, opts.clip_search);
@@ -103,7 +103,7 @@ fn encode_tensor(w: &Weight, opts: &EncodeOptions) -> Result<EncodedTensor> {
         errors.push(quant::error_stats(target, &current));
         let mut payload: Vec<u8> = r.scales.iter().flat_map(|s| s.to_le_bytes()).collect();
         payload.extend_from_slice(&packed);
-        chunks.push(Chunk { tensor: 0, stage: k as u8 + 1, bits, payload });
+        chunks.push(Chunk { tensor: index, stage: k as u8 + 1, bits, payload });
     }
     let (bounds, coded) = exact::encode(target, &current, &grid);
     exact::decode(&mut current, &grid, &bounds, &coded)?;
@@ -113,7 +113,7 @@ fn encode_tensor(w: &Weight, opts: &EncodeOptions) -> Result<EncodedTensor> {
     errors.push(quant::error_stats(target, &current));
     let mut payload: Vec<u8> = bounds.iter().flat_map(|s| s.to_le_bytes()).collect();
     payload.extend_from_slice(&coded);
-    chunks.push(Chunk { tensor: 0, stage: opts.refine_bits.len() as u8 + 1, bits: 0, payload });
+    chunks.push(Chunk { tensor: index, stage: opts.refine_bits.len() as u8 + 1, bits: 0, payload });
     let sum_sq = target.iter().map(|&v| v as f64 * v as f64).sum();
     Ok(EncodedTensor { grid, base, chunks, hash: tensor_hash(target), errors, sum_sq })
 }
@@ -166,9 +166,7 @@ pub fn encode(
         .collect();
     for s in 1..stages.len() {
         for (t, e) in encoded.iter().enumerate() {
-            let mut c = e.chunks[s - 1].clone();
-            c.tensor = t as u32;
-            let bytes = c.to_bytes();
+            let bytes = e.chunks[s - 1].to_bytes();
             stage_bytes[s] += bytes.len() as u64;
             tensor_bytes[t].push(bytes.len() as u64);
             stream.extend_from_slice(&bytes);
@@ -240,7 +238,7 @@ fn encode_all(weights: &[Weight], opts: &EncodeOptions, progress: &mut dyn FnMut
             s.spawn(move || loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let Some(w) = weights.get(i) else { break };
-                if tx.send((i, encode_tensor(w, opts))).is_err() {
+                if tx.send((i, encode_tensor(i as u32, w, opts))).is_err() {
                     break;
                 }
             });

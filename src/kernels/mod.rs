@@ -163,6 +163,11 @@ fn unpack_nibbles(bytes: &[u8], out: &mut [u8]) {
 }
 
 fn unpack_crumbs(bytes: &[u8], out: &mut [u8]) {
+    #[cfg(target_arch = "x86_64")]
+    let done = sse2::unpack_crumbs(bytes, out);
+    #[cfg(not(target_arch = "x86_64"))]
+    let done = 0;
+    let (bytes, out) = (&bytes[done / 4..], &mut out[done..]);
     let full = out.len() / 4;
     let mut quads = out.chunks_exact_mut(4);
     for (quad, &b) in (&mut quads).zip(bytes) {

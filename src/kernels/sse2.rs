@@ -54,3 +54,26 @@ pub fn mul_add_vector(dst: &mut [f32], codes: &[u8], zeros: &[i32], scales: &[f3
     }
     scalar::mul_add_vector(&mut dst[n..], &codes[n..], &zeros[n..], &scales[n..]);
 }
+
+/// Unpacks 2-bit codes (LSB first) from `bytes` into `out`, 16 at a time.
+pub fn unpack_crumbs(bytes: &[u8], out: &mut [u8]) -> usize {
+    let n = out.len() / 16 * 16;
+    // SAFETY: SSE2 is baseline on x86_64; each step reads 4 bytes of
+    // `bytes[..n / 4]` and writes 16 bytes of `out[..n]`.
+    unsafe {
+        let three = _mm_set1_epi8(3);
+        let mut i = 0;
+        while i < n {
+            let word = i32::from_le_bytes(bytes[i / 4..i / 4 + 4].try_into().expect("4 bytes"));
+            let b = _mm_cvtsi32_si128(word);
+            let c0 = _mm_and_si128(b, three);
+            let c1 = _mm_and_si128(_mm_srli_epi16(b, 2), three);
+            let c2 = _mm_and_si128(_mm_srli_epi16(b, 4), three);
+            let c3 = _mm_and_si128(_mm_srli_epi16(b, 6), three);
+            let codes = _mm_unpacklo_epi16(_mm_unpacklo_epi8(c0, c1), _mm_unpacklo_epi8(c2, c3));
+            _mm_storeu_si128(out.as_mut_ptr().add(i) as *mut __m128i, codes);
+            i += 16;
+        }
+    }
+    n
+}
