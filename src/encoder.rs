@@ -100,9 +100,15 @@ fn encode_tensor(index: u32, w: &Weight, opts: &EncodeOptions) -> Result<Encoded
         let r = quant::quantize_refinement(target, &current, &grid, bits);
         let packed = r.packed();
         apply_codes(&mut current, &grid, bits, &packed, &r.scales, &r.zeros);
+        quant::apply_escapes(&mut current, &grid, &r.escapes, &r.scales);
         errors.push(quant::error_stats(target, &current));
         let mut payload: Vec<u8> = r.scales.iter().flat_map(|s| s.to_le_bytes()).collect();
         payload.extend_from_slice(&packed);
+        payload.extend_from_slice(&(r.escapes.len() as u32).to_le_bytes());
+        for (i, d) in &r.escapes {
+            payload.extend_from_slice(&i.to_le_bytes());
+            payload.extend_from_slice(&d.to_le_bytes());
+        }
         chunks.push(Chunk { tensor: index, stage: k as u8 + 1, bits, payload });
     }
     let (bounds, coded) = exact::encode(target, &current, &grid);

@@ -247,13 +247,12 @@ impl StreamHeader {
     }
 
     /// Checks a chunk's header fields against the table; returns the
-    /// payload length it must have (exact chunks: the minimum).
-    pub fn expected_payload(&self, tensor: u32, stage: u8, bits: u8) -> Result<(usize, bool)> {
+    /// smallest and largest payload length it may have.
+    pub fn payload_bounds(&self, tensor: u32, stage: u8, bits: u8) -> Result<(usize, usize)> {
         let t = self
             .tensors
             .get(tensor as usize)
-            .ok_or_else(|| format!("tensor index {tensor} (the table has {})", self.tensors.len()))
-            .map_err(Error::Invalid)?;
+            .ok_or_else(|| Error::Invalid(format!("tensor index {tensor} (the table has {})", self.tensors.len())))?;
         let s = self
             .stages
             .get(stage as usize)
@@ -262,10 +261,13 @@ impl StreamHeader {
         if s.bits != bits {
             return Err(Error::Invalid(format!("stage {stage} has {} bits, chunk says {bits}", s.bits)));
         }
-        let groups = t.grid.groups() * 4;
+        let (groups, n) = (t.grid.groups() * 4, t.grid.len());
         Ok(match s.kind {
-            StageKind::Exact => (groups, true),
-            _ => (groups + packed_len(t.grid.len(), bits), false),
+            StageKind::Exact => (groups, groups + 5 * n + 16),
+            _ => {
+                let min = groups + packed_len(n, bits) + 4;
+                (min, min + 8 * n)
+            }
         })
     }
 }
@@ -377,15 +379,9 @@ impl FrameReader {
         let tensor = u32::from_le_bytes(p[4..8].try_into().expect("4"));
         let (stage, bits) = (p[8], p[9]);
         let len = u32::from_le_bytes(p[12..16].try_into().expect("4")) as usize;
-        let (want, at_least) = header.expected_payload(tensor, stage, bits).map_err(|e| bad(e.to_string()))?;
-        let max = if at_least {
-            let n = header.tensors[tensor as usize].grid.len();
-            want + n * 5 + 16
-        } else {
-            want
-        };
-        if len < want || len > max {
-            return Err(bad(format!("payload of {len} bytes, expected {}", if at_least { format!("{want}..={max}") } else { want.to_string() })));
+        let (min, max) = header.payload_bounds(tensor, stage, bits).map_err(|e| bad(e.to_string()))?;
+        if len < min || len > max {
+            return Err(bad(format!("payload of {len} bytes, expected {min}..={max}")));
         }
         let total = CHUNK_PREFIX + len + 4;
         if self.buf.len() < total {

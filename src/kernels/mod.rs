@@ -119,6 +119,12 @@ pub fn scalar_step(w: f32, q: u8, zero: i32, scale: f32) -> f32 {
     scalar::step(w, q, zero, scale)
 }
 
+/// The rule with the integer `q − z` given directly (escapes): `w + f32(d) · s`.
+#[inline]
+pub fn scalar_step_by(w: f32, steps: i32, scale: f32) -> f32 {
+    scalar::step_by(w, steps, scale)
+}
+
 /// Bytes needed to hold `count` codes of `bits` bits.
 pub fn packed_len(count: usize, bits: u8) -> usize {
     (count * bits as usize).div_ceil(8)

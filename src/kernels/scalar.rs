@@ -20,7 +20,13 @@ pub fn unpack(packed: &[u8], bits: u8, start: usize, out: &mut [u8]) {
 /// The rule itself: `w + f32(q − z) · s`, multiply then add.
 #[inline(always)]
 pub fn step(w: f32, q: u8, zero: i32, scale: f32) -> f32 {
-    let t = (q as i32 - zero) as f32 * scale;
+    step_by(w, q as i32 - zero, scale)
+}
+
+/// The rule with the integer `q − z` given directly.
+#[inline(always)]
+pub fn step_by(w: f32, steps: i32, scale: f32) -> f32 {
+    let t = steps as f32 * scale;
     w + t
 }
 

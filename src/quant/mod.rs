@@ -27,6 +27,9 @@ pub struct StageCodes {
     pub scales: Vec<f32>,
     /// One zero point per group.
     pub zeros: Vec<i32>,
+    /// Elements whose residual fell outside the code range: `(index, d)`,
+    /// applied after the codes as `w + f32(d) · s` (refinement stages only).
+    pub escapes: Vec<(u32, i32)>,
 }
 
 impl StageCodes {
@@ -105,6 +108,7 @@ pub fn quantize_base(weights: &[f32], grid: &Grid, bits: u8, search_clipping: bo
         codes: vec![0; weights.len()],
         scales: vec![0.0; grid.groups()],
         zeros: vec![0; grid.groups()],
+        escapes: vec![],
     };
     for (g, idx) in group_members(grid).into_iter().enumerate() {
         let (lo, hi) = idx.iter().fold((0f32, 0f32), |(a, b), &i| (a.min(weights[i]), b.max(weights[i])));
@@ -135,8 +139,17 @@ pub fn quantize_base(weights: &[f32], grid: &Grid, bits: u8, search_clipping: bo
     out
 }
 
+/// Bits an escape costs in the stream (index + integer step count).
+const ESCAPE_BITS: i64 = 64;
+/// How many halvings of the no-clipping scale the escape search tries.
+const SCALE_HALVINGS: i32 = 12;
+
 /// Quantizes the residual `target − current` with the centred zero point
-/// `2^(bits−1)` and a per-group scale that covers the residual without clipping.
+/// `2^(bits−1)`. Per group the scale is the no-clipping scale divided by the
+/// power of two that minimises the estimated bits: each halving saves one bit
+/// per element in every later stage; each residual it pushes out of the code
+/// range costs an escape, so a few outliers (weights the base clipped) no
+/// longer coarsen the whole group.
 pub fn quantize_refinement(target: &[f32], current: &[f32], grid: &Grid, bits: u8) -> StageCodes {
     let levels = 1i32 << bits;
     let half = levels / 2;
@@ -145,22 +158,52 @@ pub fn quantize_refinement(target: &[f32], current: &[f32], grid: &Grid, bits: u
         codes: vec![half as u8; target.len()],
         scales: vec![0.0; grid.groups()],
         zeros: vec![half; grid.groups()],
+        escapes: vec![],
     };
+    let steps = |r: f32, s: f32| (r / s).round().clamp(-(1 << 30) as f32, (1 << 30) as f32) as i32;
     for (g, idx) in group_members(grid).into_iter().enumerate() {
-        let (lo, hi) = idx.iter().fold((0f32, 0f32), |(a, b), &i| {
-            let r = target[i] - current[i];
-            (a.min(r), b.max(r))
-        });
-        let s = (-lo / half as f32).max(hi / (half - 1).max(1) as f32);
-        if !(s.is_finite() && s > 0.0) {
+        let residual: Vec<f32> = idx.iter().map(|&i| target[i] - current[i]).collect();
+        let (lo, hi) = residual.iter().fold((0f32, 0f32), |(a, b), &r| (a.min(r), b.max(r)));
+        let full = (-lo / half as f32).max(hi / (half - 1).max(1) as f32);
+        if !(full.is_finite() && full > 0.0) {
             continue; // residual is zero (or not representable): codes stay at the zero point
         }
+        let escapes_at = |s: f32| {
+            residual.iter().filter(|&&r| !(-half..half).contains(&steps(r, s))).count() as i64
+        };
+        let mut best = (0i64, 0i32);
+        for j in 1..=SCALE_HALVINGS {
+            let s = full / (1u32 << j) as f32;
+            if s < f32::MIN_POSITIVE {
+                break;
+            }
+            let cost = ESCAPE_BITS * escapes_at(s) - j as i64 * idx.len() as i64;
+            if cost < best.0 {
+                best = (cost, j);
+            }
+        }
+        let s = full / (1u32 << best.1) as f32;
         out.scales[g] = s;
-        for &i in &idx {
-            out.codes[i] = round_code((target[i] - current[i]) / s, half, levels);
+        for (&i, &r) in idx.iter().zip(&residual) {
+            let d = steps(r, s);
+            let code = d.clamp(-half, half - 1);
+            out.codes[i] = (code + half) as u8;
+            if d != code {
+                out.escapes.push((i as u32, d - code));
+            }
         }
     }
+    out.escapes.sort_unstable();
     out
+}
+
+/// Applies a refinement stage's escapes after its codes: `w += f32(d) · s`
+/// with the scale of the element's group.
+pub fn apply_escapes(weights: &mut [f32], grid: &Grid, escapes: &[(u32, i32)], scales: &[f32]) {
+    for &(i, d) in escapes {
+        let i = i as usize;
+        weights[i] = kernels::scalar_step_by(weights[i], d, scales[grid.group_of(i)]);
+    }
 }
 
 /// Error statistics of an approximation against the target.
@@ -235,9 +278,27 @@ mod tests {
         for bits in [2u8, 4, 8] {
             let r = quantize_refinement(&w, &cur, &grid, bits);
             apply_codes(&mut cur, &grid, bits, &r.packed(), &r.scales, &r.zeros);
+            apply_escapes(&mut cur, &grid, &r.escapes, &r.scales);
             let e = error_stats(&w, &cur).max_abs;
             assert!(e < prev / ((1 << bits) as f64 / 2.5), "bits {bits}: {e} vs {prev}");
             prev = e;
         }
+    }
+
+    #[test]
+    fn outliers_become_escapes_instead_of_coarsening_the_group() {
+        let mut w = gaussian(4096, 9);
+        w[100] = 1.5; // far outside the ~0.05 spread: the clipping search clips it
+        let grid = Grid::choose(&[4096], 0, 0);
+        let base = quantize_base(&w, &grid, 3, true);
+        let mut cur = vec![0.0; w.len()];
+        apply_codes(&mut cur, &grid, 3, &base.packed(), &base.scales, &base.zeros);
+        let r = quantize_refinement(&w, &cur, &grid, 4);
+        assert!(r.escapes.iter().any(|&(i, _)| i == 100), "{:?}", r.escapes);
+        assert!(r.escapes.len() < 20);
+        apply_codes(&mut cur, &grid, 4, &r.packed(), &r.scales, &r.zeros);
+        apply_escapes(&mut cur, &grid, &r.escapes, &r.scales);
+        let e = error_stats(&w, &cur).max_abs;
+        assert!(e <= r.scales[0] as f64 * 0.5001, "every element within half a step: {e} vs {}", r.scales[0]);
     }
 }

@@ -28,7 +28,8 @@ use crate::error::{Error, Result};
 use crate::format::stream::{Chunk, Frame, FrameReader, StageKind, StreamHeader};
 use crate::format::{hex, sha256, tensor_hash, Hash};
 use crate::onnx;
-use crate::quant::{apply_codes, exact, Grid};
+use crate::kernels::packed_len;
+use crate::quant::{apply_codes, apply_escapes, exact, Grid};
 
 /// Which kind of plan serves inference.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,6 +114,28 @@ impl LiveTensor {
             .into_slice()
             .expect("weights are contiguous")
     }
+}
+
+/// Largest escape step count accepted (keeps `f32(d)` meaningful).
+const MAX_ESCAPE_STEPS: i32 = 1 << 30;
+
+/// Parses a refinement chunk's escape list: count, then strictly increasing
+/// `(index, steps)` pairs, with nothing after them.
+fn parse_escapes(bytes: &[u8], len: usize) -> std::result::Result<Vec<(u32, i32)>, String> {
+    let count = bytes.get(..4).map(|b| u32::from_le_bytes(b.try_into().expect("4")) as usize).ok_or("escape count missing")?;
+    if count > len || bytes.len() != 4 + 8 * count {
+        return Err(format!("{count} escapes do not fit {} bytes", bytes.len()));
+    }
+    let mut out = Vec::with_capacity(count);
+    for e in bytes[4..].chunks_exact(8) {
+        let i = u32::from_le_bytes(e[..4].try_into().expect("4"));
+        let d = i32::from_le_bytes(e[4..].try_into().expect("4"));
+        if i as usize >= len || out.last().is_some_and(|&(p, _)| p >= i) || d == 0 || d.unsigned_abs() > MAX_ESCAPE_STEPS as u32 {
+            return Err(format!("escape ({i}, {d}) is out of range or out of order"));
+        }
+        out.push((i, d));
+    }
+    Ok(out)
 }
 
 fn tensor_slice(t: &Tensor) -> &[f32] {
@@ -261,7 +284,7 @@ impl ProgressiveModel {
     /// Applies one chunk to the master weights. On error nothing changed.
     pub fn apply(&mut self, chunk: &Chunk) -> Result<()> {
         let header = self.header.as_ref().ok_or_else(|| Error::Order("chunk before the stream header".into()))?;
-        let (want, at_least) = header.expected_payload(chunk.tensor, chunk.stage, chunk.bits)?;
+        let (min, max) = header.payload_bounds(chunk.tensor, chunk.stage, chunk.bits)?;
         let entry = &header.tensors[chunk.tensor as usize];
         let live = &mut self.tensors[self.table_to_live[chunk.tensor as usize]];
         if live.stage + 1 != chunk.stage {
@@ -270,8 +293,8 @@ impl ProgressiveModel {
                 entry.name, live.stage, chunk.stage
             )));
         }
-        if chunk.payload.len() < want || (!at_least && chunk.payload.len() != want) {
-            return Err(Error::Invalid(format!("chunk payload of {} bytes, expected {want}", chunk.payload.len())));
+        if !(min..=max).contains(&chunk.payload.len()) {
+            return Err(Error::Invalid(format!("chunk payload of {} bytes, expected {min}..={max}", chunk.payload.len())));
         }
         let grid: Grid = entry.grid;
         let groups = grid.groups();
@@ -285,8 +308,14 @@ impl ProgressiveModel {
         let body = &chunk.payload[groups * 4..];
         match header.stages[chunk.stage as usize].kind {
             StageKind::Refine => {
+                let (codes, escapes) = body.split_at(packed_len(grid.len(), chunk.bits));
+                let escapes = parse_escapes(escapes, grid.len()).map_err(|reason| {
+                    Error::Invalid(format!("tensor {:?}: {reason}", entry.name))
+                })?;
                 let zeros = vec![1i32 << (chunk.bits - 1); groups];
-                apply_codes(live.values_mut(), &grid, chunk.bits, body, &params, &zeros);
+                let values = live.values_mut();
+                apply_codes(values, &grid, chunk.bits, codes, &params, &zeros);
+                apply_escapes(values, &grid, &escapes, &params);
             }
             StageKind::Exact => {
                 let mut values = live.values().to_vec();
