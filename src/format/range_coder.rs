@@ -1,6 +1,11 @@
-//! A byte-oriented range coder (LZMA's carry-propagating design) used to code
-//! integers drawn uniformly from known ranges with almost no overhead
+//! Coding integers drawn uniformly from known ranges with almost no overhead
 //! (a fraction of a percent over `log2(range)` bits).
+//!
+//! A value in `[0, R)` is split into its top bits (at most 16 significant
+//! ones, coded by a byte-oriented range coder of LZMA's carry-propagating
+//! design) and its low `k` bits, which are uniform and written raw into a
+//! separate LSB-first bit stream — one division per value on decode.
+//! The coded form is `rc_len u32 · range-coded bytes · raw bits`.
 
 use crate::error::{Error, Result};
 
@@ -9,7 +14,7 @@ const TOP: u32 = 1 << 24;
 const MAX_TOTAL_BITS: u32 = 16;
 
 /// Range encoder writing into a `Vec<u8>`.
-pub struct Encoder {
+struct Encoder {
     low: u64,
     range: u32,
     cache: u8,
@@ -52,25 +57,8 @@ impl Encoder {
         }
     }
 
-    /// Codes `value`, known to lie in `[0, range)`; `range` up to 2^40.
-    pub fn encode_uniform(&mut self, value: u64, range: u64) {
-        debug_assert!(value < range);
-        if range <= 1 {
-            return;
-        }
-        let bits = 64 - (range - 1).leading_zeros();
-        let low_bits = bits.saturating_sub(MAX_TOTAL_BITS);
-        self.encode((value >> low_bits) as u32, (((range - 1) >> low_bits) + 1) as u32);
-        let mut done = 0;
-        while done < low_bits {
-            let n = (low_bits - done).min(MAX_TOTAL_BITS);
-            self.encode(((value >> done) & ((1 << n) - 1)) as u32, 1 << n);
-            done += n;
-        }
-    }
-
     /// Flushes and returns the coded bytes.
-    pub fn finish(mut self) -> Vec<u8> {
+    fn finish(mut self) -> Vec<u8> {
         for _ in 0..5 {
             self.shift_low();
         }
@@ -78,8 +66,118 @@ impl Encoder {
     }
 }
 
+/// How many low bits of a value in `[0, range)` go to the raw stream.
+fn low_bits(range: u64) -> u32 {
+    (64 - (range - 1).leading_zeros()).saturating_sub(MAX_TOTAL_BITS)
+}
+
+/// Encoder for values from known uniform ranges.
+#[derive(Default)]
+pub struct UniformEncoder {
+    rc: Encoder,
+    raw: Vec<u8>,
+    acc: u64,
+    acc_bits: u32,
+}
+
+impl UniformEncoder {
+    /// Codes `value`, known to lie in `[0, range)`; `range` up to 2^48.
+    pub fn encode(&mut self, value: u64, range: u64) {
+        debug_assert!(value < range);
+        if range <= 1 {
+            return;
+        }
+        let k = low_bits(range);
+        self.rc.encode((value >> k) as u32, (((range - 1) >> k) + 1) as u32);
+        if k > 0 {
+            self.acc |= (value & ((1 << k) - 1)) << self.acc_bits;
+            self.acc_bits += k;
+            while self.acc_bits >= 8 {
+                self.raw.push(self.acc as u8);
+                self.acc >>= 8;
+                self.acc_bits -= 8;
+            }
+        }
+    }
+
+    /// Flushes and returns `rc_len · range-coded bytes · raw bits`.
+    pub fn finish(mut self) -> Vec<u8> {
+        if self.acc_bits > 0 {
+            self.raw.push(self.acc as u8);
+        }
+        let rc = self.rc.finish();
+        let mut out = Vec::with_capacity(4 + rc.len() + self.raw.len());
+        out.extend_from_slice(&(rc.len() as u32).to_le_bytes());
+        out.extend_from_slice(&rc);
+        out.extend_from_slice(&self.raw);
+        out
+    }
+}
+
+/// Decoder matching [`UniformEncoder`]; reading past the end is an error.
+pub struct UniformDecoder<'a> {
+    rc: Decoder<'a>,
+    raw: &'a [u8],
+    raw_pos: usize,
+    acc: u64,
+    acc_bits: u32,
+}
+
+impl<'a> UniformDecoder<'a> {
+    /// Starts decoding the output of [`UniformEncoder::finish`].
+    pub fn new(input: &'a [u8]) -> Result<Self> {
+        let rc_len = input
+            .get(..4)
+            .map(|b| u32::from_le_bytes(b.try_into().expect("4")) as usize)
+            .ok_or_else(|| Error::Truncated("coded values shorter than their length field".into()))?;
+        let rc = input
+            .get(4..4usize.saturating_add(rc_len))
+            .ok_or_else(|| Error::Truncated(format!("range-coded part claims {rc_len} bytes, only {} follow", input.len() - 4)))?;
+        Ok(UniformDecoder { rc: Decoder::new(rc)?, raw: &input[4 + rc_len..], raw_pos: 0, acc: 0, acc_bits: 0 })
+    }
+
+    /// Inverse of [`UniformEncoder::encode`]; fails on corrupt data.
+    #[inline]
+    pub fn decode(&mut self, range: u64) -> Result<u64> {
+        if range <= 1 {
+            return Ok(0);
+        }
+        let k = low_bits(range);
+        let mut v = (self.rc.decode((((range - 1) >> k) + 1) as u32)? as u64) << k;
+        if k > 0 {
+            while self.acc_bits < k {
+                let b = *self.raw.get(self.raw_pos).ok_or_else(|| Error::Truncated("raw bits ended early".into()))?;
+                self.acc |= (b as u64) << self.acc_bits;
+                self.acc_bits += 8;
+                self.raw_pos += 1;
+            }
+            v |= self.acc & ((1 << k) - 1);
+            self.acc >>= k;
+            self.acc_bits -= k;
+        }
+        if v >= range {
+            return Err(Error::Invalid("coded value out of range (corrupt data)".into()));
+        }
+        Ok(v)
+    }
+
+    /// Checks that both parts were consumed exactly.
+    pub fn finish(&self) -> Result<()> {
+        if self.rc.pos != self.rc.input.len() || self.raw_pos != self.raw.len() || self.acc_bits >= 8 {
+            return Err(Error::Invalid(format!(
+                "coded values have trailing bytes (range part {}/{}, raw part {}/{})",
+                self.rc.pos,
+                self.rc.input.len(),
+                self.raw_pos,
+                self.raw.len()
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// Range decoder over a byte slice; reading past the end is an error.
-pub struct Decoder<'a> {
+struct Decoder<'a> {
     code: u32,
     range: u32,
     input: &'a [u8],
@@ -88,7 +186,7 @@ pub struct Decoder<'a> {
 
 impl<'a> Decoder<'a> {
     /// Starts decoding `input` (as produced by [`Encoder::finish`]).
-    pub fn new(input: &'a [u8]) -> Result<Self> {
+    fn new(input: &'a [u8]) -> Result<Self> {
         let mut d = Decoder { code: 0, range: u32::MAX, input, pos: 0 };
         for _ in 0..5 {
             d.code = (d.code << 8) | d.next_byte()? as u32;
@@ -104,6 +202,7 @@ impl<'a> Decoder<'a> {
         Ok(b)
     }
 
+    #[inline]
     fn decode(&mut self, total: u32) -> Result<u32> {
         self.range /= total;
         let v = self.code / self.range;
@@ -118,30 +217,6 @@ impl<'a> Decoder<'a> {
         Ok(v)
     }
 
-    /// Inverse of [`Encoder::encode_uniform`]; fails on corrupt data.
-    pub fn decode_uniform(&mut self, range: u64) -> Result<u64> {
-        if range <= 1 {
-            return Ok(0);
-        }
-        let bits = 64 - (range - 1).leading_zeros();
-        let low_bits = bits.saturating_sub(MAX_TOTAL_BITS);
-        let mut v = (self.decode((((range - 1) >> low_bits) + 1) as u32)? as u64) << low_bits;
-        let mut done = 0;
-        while done < low_bits {
-            let n = (low_bits - done).min(MAX_TOTAL_BITS);
-            v |= (self.decode(1 << n)? as u64) << done;
-            done += n;
-        }
-        if v >= range {
-            return Err(Error::Invalid("range-coded value out of range (corrupt data)".into()));
-        }
-        Ok(v)
-    }
-
-    /// Bytes consumed so far.
-    pub fn consumed(&self) -> usize {
-        self.pos
-    }
 }
 
 #[cfg(test)]
@@ -165,28 +240,28 @@ mod tests {
             ideal += (range as f64).log2();
             items.push((v, range));
         }
-        let mut e = Encoder::default();
+        let mut e = UniformEncoder::default();
         for &(v, r) in &items {
-            e.encode_uniform(v, r);
+            e.encode(v, r);
         }
         let bytes = e.finish();
         assert!((bytes.len() as f64) < ideal / 8.0 * 1.01 + 16.0, "{} vs {}", bytes.len(), ideal / 8.0);
-        let mut d = Decoder::new(&bytes).unwrap();
+        let mut d = UniformDecoder::new(&bytes).unwrap();
         for &(v, r) in &items {
-            assert_eq!(d.decode_uniform(r).unwrap(), v);
+            assert_eq!(d.decode(r).unwrap(), v);
         }
-        assert_eq!(d.consumed(), bytes.len());
+        d.finish().unwrap();
     }
 
     #[test]
     fn truncated_input_is_an_error() {
-        let mut e = Encoder::default();
+        let mut e = UniformEncoder::default();
         for i in 0..1000 {
-            e.encode_uniform(i % 1000, 1 << 20);
+            e.encode(i % 1000, 1 << 20);
         }
         let bytes = e.finish();
-        let mut d = Decoder::new(&bytes[..bytes.len() / 2]).unwrap();
-        let r: Result<Vec<u64>> = (0..1000).map(|_| d.decode_uniform(1 << 20)).collect();
+        let cut = &bytes[..bytes.len() / 2];
+        let r = UniformDecoder::new(cut).and_then(|mut d| (0..1000).map(|_| d.decode(1 << 20)).collect::<Result<Vec<u64>>>());
         assert!(r.is_err());
     }
 }

@@ -11,7 +11,7 @@
 
 use super::Grid;
 use crate::error::{Error, Result};
-use crate::format::range_coder::{Decoder, Encoder};
+use crate::format::range_coder::{UniformDecoder, UniformEncoder};
 
 /// Maps f32 bits to an integer that increases with the float's value
 /// (`-0.0` just below `+0.0`; NaNs at the ends).
@@ -52,11 +52,11 @@ pub fn encode(target: &[f32], approx: &[f32], grid: &Grid) -> (Vec<f32>, Vec<u8>
             break;
         }
     }
-    let mut rc = Encoder::default();
-    for i in 0..target.len() {
-        let (lo, hi) = window(approx[i], bounds[grid.group_of(i)]);
-        rc.encode_uniform((ordinal(target[i]) - lo) as u64, (hi - lo) as u64 + 1);
-    }
+    let mut rc = UniformEncoder::default();
+    for_each_bound(grid, &bounds, |i, bound| {
+        let (lo, hi) = window(approx[i], bound);
+        rc.encode((ordinal(target[i]) - lo) as u64, (hi - lo) as u64 + 1);
+    });
     (bounds, rc.finish())
 }
 
@@ -66,23 +66,39 @@ pub fn decode(weights: &mut [f32], grid: &Grid, bounds: &[f32], payload: &[u8]) 
     if bounds.iter().any(|b| !(b.is_finite() && *b >= 0.0)) {
         return Err(Error::Invalid("exact-stage bound is negative or not finite".into()));
     }
-    let mut rc = Decoder::new(payload)?;
-    for (i, w) in weights.iter_mut().enumerate() {
-        let (lo, hi) = window(*w, bounds[grid.group_of(i)]);
-        if hi < lo {
-            return Err(Error::Invalid("exact-stage window is empty (corrupt bound)".into()));
+    let mut rc = UniformDecoder::new(payload)?;
+    let mut result = Ok(());
+    for_each_bound(grid, bounds, |i, bound| {
+        if result.is_err() {
+            return;
         }
-        let v = rc.decode_uniform((hi - lo) as u64 + 1)?;
-        *w = from_ordinal(lo + v as u32);
+        let w = &mut weights[i];
+        let (lo, hi) = window(*w, bound);
+        let Some(span) = hi.checked_sub(lo) else {
+            result = Err(Error::Invalid("exact-stage window is empty (corrupt data)".into()));
+            return;
+        };
+        result = match rc.decode(span as u64 + 1) {
+            Ok(v) => {
+                *w = from_ordinal(lo + v as u32);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        };
+    });
+    result?;
+    rc.finish()
+}
+
+/// Calls `f(index, bound)` for every element in flat order, walking the
+/// grid's runs (no division per element).
+fn for_each_bound(grid: &Grid, bounds: &[f32], mut f: impl FnMut(usize, f32)) {
+    for run in grid.runs() {
+        for k in 0..run.len {
+            let g = if run.per_element { run.group + k } else { run.group };
+            f(run.start + k, bounds[g]);
+        }
     }
-    if rc.consumed() != payload.len() {
-        return Err(Error::Invalid(format!(
-            "exact-stage payload has {} bytes, decoding used {}",
-            payload.len(),
-            rc.consumed()
-        )));
-    }
-    Ok(())
 }
 
 #[cfg(test)]
