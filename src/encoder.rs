@@ -24,13 +24,14 @@ pub struct EncodeOptions {
     pub block: usize,
     /// Float tensors with fewer elements pass through unquantized.
     pub min_elements: usize,
-    /// Search a clipping ratio per group for the base (else plain min/max).
-    pub clip_search: bool,
+    /// Exponent p of the base's clipping search objective `Σ|error|^p`
+    /// (2..=8); `None` = plain min/max round-to-nearest.
+    pub clip_norm: Option<u8>,
 }
 
 impl Default for EncodeOptions {
     fn default() -> Self {
-        EncodeOptions { base_bits: 4, refine_bits: vec![4, 8], block: 0, min_elements: 256, clip_search: true }
+        EncodeOptions { base_bits: 4, refine_bits: vec![4, 8], block: 0, min_elements: 256, clip_norm: Some(4) }
     }
 }
 
@@ -73,6 +74,9 @@ impl EncodeOptions {
         if let Some(b) = self.refine_bits.iter().find(|b| !(2..=8).contains(*b)) {
             return Err(Error::Invalid(format!("refinement stage of {b} bits (use 2..=8)")));
         }
+        if let Some(p) = self.clip_norm.filter(|p| !(2..=8).contains(p)) {
+            return Err(Error::Invalid(format!("clipping norm {p} (use 2..=8)")));
+        }
         if self.refine_bits.len() > 16 {
             return Err(Error::Invalid("at most 16 refinement stages".into()));
         }
@@ -91,7 +95,7 @@ impl EncodeOptions {
 fn encode_tensor(index: u32, w: &Weight, opts: &EncodeOptions) -> Result<EncodedTensor> {
     let grid = Grid::choose(&w.dims, w.channel_axis, opts.block);
     let target = &w.values;
-    let base = quant::quantize_base(target, &grid, opts.base_bits, opts.clip_search);
+    let base = quant::quantize_base(target, &grid, opts.base_bits, opts.clip_norm);
     let mut current = vec![0f32; target.len()];
     apply_codes(&mut current, &grid, base.bits, &base.packed(), &base.scales, &base.zeros);
     let mut errors = vec![quant::error_stats(target, &current)];

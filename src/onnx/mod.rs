@@ -186,8 +186,8 @@ pub fn opset(model: &ModelProto) -> i64 {
         .unwrap_or(0)
 }
 
-/// Finds the float weights worth quantizing (at least `min_elements`; not
-/// BatchNormalization parameters),
+/// Finds the float weights worth quantizing (rank ≥ 1, at least
+/// `min_elements` and one element; not BatchNormalization parameters),
 /// rejecting models p2u cannot encode with a message naming the culprit.
 pub fn extract_weights(model: &ModelProto, min_elements: usize) -> Result<Vec<Weight>> {
     let g = model.graph.as_ref().ok_or_else(|| Error::Onnx("model has no graph".into()))?;
@@ -227,7 +227,8 @@ pub fn extract_weights(model: &ModelProto, min_elements: usize) -> Result<Vec<We
     };
     let mut out = Vec::new();
     for (name, t) in tensors {
-        if t.data_type != DataType::Float as i32 || elements(t) < min_elements || batch_norm_param(&name) {
+        let too_small = t.dims.is_empty() || elements(t) == 0 || elements(t) < min_elements;
+        if t.data_type != DataType::Float as i32 || too_small || batch_norm_param(&name) {
             continue;
         }
         let dims = dims_of(t)?;

@@ -99,9 +99,11 @@ fn affine_params(lo: f32, hi: f32, levels: i32) -> (f32, i32) {
 /// Clipping ratios tried per group by the base quantizer.
 const CLIP_RATIOS: usize = 40;
 
-/// Quantizes the base stage: per group, searches a clipping ratio in
-/// `(0.3, 1]` for the scale that minimises the decoded weights' squared error.
-pub fn quantize_base(weights: &[f32], grid: &Grid, bits: u8, search_clipping: bool) -> StageCodes {
+/// Quantizes the base stage. With `clip_norm = Some(p)` it searches, per
+/// group, a clipping ratio in `(0.3, 1]` for the scale that minimises
+/// `Σ |error|^p` of the decoded weights (p = 2: mean squared error; a larger
+/// p clips outliers less); `None` is plain min/max round-to-nearest.
+pub fn quantize_base(weights: &[f32], grid: &Grid, bits: u8, clip_norm: Option<u8>) -> StageCodes {
     let levels = 1i32 << bits;
     let mut out = StageCodes {
         bits,
@@ -112,7 +114,8 @@ pub fn quantize_base(weights: &[f32], grid: &Grid, bits: u8, search_clipping: bo
     };
     for (g, idx) in group_members(grid).into_iter().enumerate() {
         let (lo, hi) = idx.iter().fold((0f32, 0f32), |(a, b), &i| (a.min(weights[i]), b.max(weights[i])));
-        let ratios = if search_clipping { CLIP_RATIOS } else { 1 };
+        let ratios = if clip_norm.is_some() { CLIP_RATIOS } else { 1 };
+        let p = clip_norm.unwrap_or(2);
         let mut best = (f64::INFINITY, 1.0f32, 0i32);
         for k in 0..ratios {
             let ratio = 1.0 - 0.7 * k as f32 / CLIP_RATIOS as f32;
@@ -121,8 +124,13 @@ pub fn quantize_base(weights: &[f32], grid: &Grid, bits: u8, search_clipping: bo
                 .iter()
                 .map(|&i| {
                     let q = round_code(weights[i] / s, z, levels);
-                    let d = (kernels::scalar_step(0.0, q, z, s) - weights[i]) as f64;
-                    d * d
+                    let d = ((kernels::scalar_step(0.0, q, z, s) - weights[i]) as f64).abs();
+                    match p {
+                        2 => d * d,
+                        3 => d * d * d,
+                        4 => (d * d) * (d * d),
+                        _ => d.powi(p as i32),
+                    }
                 })
                 .sum();
             if err < best.0 {
@@ -258,8 +266,8 @@ mod tests {
         for bits in [2u8, 3, 4] {
             let mut a = vec![0.0; w.len()];
             let mut b = vec![0.0; w.len()];
-            let plain = quantize_base(&w, &grid, bits, false);
-            let clip = quantize_base(&w, &grid, bits, true);
+            let plain = quantize_base(&w, &grid, bits, None);
+            let clip = quantize_base(&w, &grid, bits, Some(2));
             apply_codes(&mut a, &grid, bits, &plain.packed(), &plain.scales, &plain.zeros);
             apply_codes(&mut b, &grid, bits, &clip.packed(), &clip.scales, &clip.zeros);
             let (ea, eb) = (error_stats(&w, &a).rmse, error_stats(&w, &b).rmse);
@@ -271,7 +279,7 @@ mod tests {
     fn refinement_shrinks_error_by_about_two_to_the_bits() {
         let w = gaussian(128 * 64, 5);
         let grid = Grid::choose(&[128, 64], 1, 0);
-        let base = quantize_base(&w, &grid, 4, true);
+        let base = quantize_base(&w, &grid, 4, Some(2));
         let mut cur = vec![0.0; w.len()];
         apply_codes(&mut cur, &grid, 4, &base.packed(), &base.scales, &base.zeros);
         let mut prev = error_stats(&w, &cur).max_abs;
@@ -290,7 +298,7 @@ mod tests {
         let mut w = gaussian(4096, 9);
         w[100] = 1.5; // far outside the ~0.05 spread: the clipping search clips it
         let grid = Grid::choose(&[4096], 0, 0);
-        let base = quantize_base(&w, &grid, 3, true);
+        let base = quantize_base(&w, &grid, 3, Some(2));
         let mut cur = vec![0.0; w.len()];
         apply_codes(&mut cur, &grid, 3, &base.packed(), &base.scales, &base.zeros);
         let r = quantize_refinement(&w, &cur, &grid, 4);

