@@ -208,12 +208,7 @@ pub fn extract_weights(model: &ModelProto, min_elements: usize) -> Result<Vec<We
         [DataType::Float16 as i32, DataType::Bfloat16 as i32, DataType::Double as i32].contains(&t.data_type)
             && elements(t) >= min_elements
     };
-    let consts = g.node.iter().filter(|n| n.op_type == "Constant").filter_map(|n| {
-        let t = n.attribute.iter().find(|a| a.name == "value")?.t.as_ref()?;
-        Some((n.output.first()?.clone(), t))
-    });
-    let tensors: Vec<(String, &TensorProto)> =
-        g.initializer.iter().map(|t| (t.name.clone(), t)).chain(consts).collect();
+    let tensors = constant_tensors(g);
     if let Some((name, t)) = tensors.iter().find(|(_, t)| low_precision(t)) {
         return Err(Error::Unsupported(format!(
             "weight {name:?} is {:?}: p2u encodes fp32 models; convert the model to float32 first",
@@ -240,6 +235,16 @@ pub fn extract_weights(model: &ModelProto, min_elements: usize) -> Result<Vec<We
         out.push(Weight { name, dims, values, channel_axis });
     }
     Ok(out)
+}
+
+/// Every top-level constant tensor: initializers, then `Constant` node
+/// values (named by the node's output).
+pub fn constant_tensors(g: &pb::GraphProto) -> Vec<(String, &TensorProto)> {
+    let consts = g.node.iter().filter(|n| n.op_type == "Constant").filter_map(|n| {
+        let t = n.attribute.iter().find(|a| a.name == "value")?.t.as_ref()?;
+        Some((n.output.first()?.clone(), t))
+    });
+    g.initializer.iter().map(|t| (t.name.clone(), t)).chain(consts).collect()
 }
 
 fn check_subgraph(g: &pb::GraphProto, owner: &str, min_elements: usize) -> Result<()> {
