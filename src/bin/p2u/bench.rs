@@ -38,10 +38,14 @@ fn read(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))
 }
 
-fn fmnist(dir: &Path, limit: usize) -> Result<(Vec<&'static [u8]>, Vec<usize>)> {
-    let bytes: &'static [u8] = Box::leak(read(&dir.join("fmnist_test.bin"))?.into_boxed_slice());
+/// The first `limit` Fashion-MNIST test images (28×28 bytes each) and labels.
+fn fmnist(dir: &Path, limit: usize) -> Result<(Vec<Vec<u8>>, Vec<usize>)> {
+    let bytes = read(&dir.join("fmnist_test.bin"))?;
+    if bytes.len() != 7_850_000 {
+        return Err(Error::Invalid(format!("fmnist_test.bin has {} bytes, expected 7850000", bytes.len())));
+    }
     let n = 10_000.min(limit);
-    let images = (0..n).map(|i| &bytes[i * 784..(i + 1) * 784]).collect();
+    let images = bytes[..n * 784].chunks(784).map(<[u8]>::to_vec).collect();
     let labels = bytes[7_840_000..7_840_000 + n].iter().map(|&l| l as usize).collect();
     Ok((images, labels))
 }
@@ -103,6 +107,9 @@ fn mobilenet_fmnist_eval(dir: &Path, limit: usize) -> Result<EvalSet> {
 fn imagenet_eval(dir: &Path, _limit: usize) -> Result<EvalSet> {
     let bytes = read(&dir.join("imagenet_samples_224.bin"))?;
     let n = bytes.len() / (224 * 224 * 3);
+    if n == 0 {
+        return Err(Error::Invalid("imagenet_samples_224.bin holds no image".into()));
+    }
     let x = (0..n)
         .map(|i| {
             let im = &bytes[i * 150_528..(i + 1) * 150_528];
