@@ -24,14 +24,37 @@ pub struct EncodeOptions {
     pub block: usize,
     /// Float tensors with fewer elements pass through unquantized.
     pub min_elements: usize,
-    /// Exponent p of the base's clipping search objective `Σ|error|^p`
-    /// (2..=8); `None` = plain min/max round-to-nearest.
-    pub clip_norm: Option<u8>,
+    /// How the base's scales are chosen.
+    pub clipping: Clipping,
 }
 
 impl Default for EncodeOptions {
     fn default() -> Self {
-        EncodeOptions { base_bits: 4, refine_bits: vec![4, 8], block: 0, min_elements: 256, clip_norm: Some(4) }
+        EncodeOptions { base_bits: 4, refine_bits: vec![4, 8], block: 0, min_elements: 256, clipping: Clipping::Auto }
+    }
+}
+
+/// How the base quantizer picks each group's scale.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Clipping {
+    /// Plain min/max round-to-nearest.
+    MinMax,
+    /// Clipping search minimising `Σ|error|^p` (p in 2..=8).
+    Norm(u8),
+    /// The norm that measured best at the base width: p = 2 (mean squared
+    /// error) from 4 bits up, p = 4 below (clips outliers less; on the
+    /// Fashion-MNIST nets it lifted 2- and 3-bit top-1 by 5–30 points).
+    Auto,
+}
+
+impl Clipping {
+    /// The search norm for a base of `bits` bits (`None` = min/max).
+    pub fn norm(self, bits: u8) -> Option<u8> {
+        match self {
+            Clipping::MinMax => None,
+            Clipping::Norm(p) => Some(p),
+            Clipping::Auto => Some(if bits >= 4 { 2 } else { 4 }),
+        }
     }
 }
 
@@ -74,8 +97,10 @@ impl EncodeOptions {
         if let Some(b) = self.refine_bits.iter().find(|b| !(2..=8).contains(*b)) {
             return Err(Error::Invalid(format!("refinement stage of {b} bits (use 2..=8)")));
         }
-        if let Some(p) = self.clip_norm.filter(|p| !(2..=8).contains(p)) {
-            return Err(Error::Invalid(format!("clipping norm {p} (use 2..=8)")));
+        if let Clipping::Norm(p) = self.clipping {
+            if !(2..=8).contains(&p) {
+                return Err(Error::Invalid(format!("clipping norm {p} (use 2..=8)")));
+            }
         }
         if self.refine_bits.len() > 16 {
             return Err(Error::Invalid("at most 16 refinement stages".into()));
@@ -95,7 +120,7 @@ impl EncodeOptions {
 fn encode_tensor(index: u32, w: &Weight, opts: &EncodeOptions) -> Result<EncodedTensor> {
     let grid = Grid::choose(&w.dims, w.channel_axis, opts.block);
     let target = &w.values;
-    let base = quant::quantize_base(target, &grid, opts.base_bits, opts.clip_norm);
+    let base = quant::quantize_base(target, &grid, opts.base_bits, opts.clipping.norm(opts.base_bits));
     let mut current = vec![0f32; target.len()];
     apply_codes(&mut current, &grid, base.bits, &base.packed(), &base.scales, &base.zeros);
     let mut errors = vec![quant::error_stats(target, &current)];

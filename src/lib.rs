@@ -19,6 +19,6 @@ pub mod onnx;
 pub mod quant;
 pub mod runtime;
 
-pub use encoder::{encode, EncodeOptions, Encoded};
+pub use encoder::{encode, Clipping, EncodeOptions, Encoded};
 pub use error::{Error, Result};
 pub use runtime::{Inference, ProgressiveModel, Runner, RuntimeOptions, StageStatus};

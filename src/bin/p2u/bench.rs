@@ -179,8 +179,8 @@ fn bench_model(m: &BenchModel, data_dir: &Path, limit: usize, opts: &EncodeOptio
     let fp32 = original_bytes.len() as f64;
     let zstd = zstd19(&m.path);
     println!(
-        "encode time {encode_s:.2} s (base {} bit, clipping norm {:?}, stages {:?}, exact)",
-        opts.base_bits, opts.clip_norm, opts.refine_bits
+        "encode time {encode_s:.2} s (base {} bit, clipping {:?}, stages {:?}, exact)",
+        opts.base_bits, opts.clipping, opts.refine_bits
     );
     match zstd {
         Some(z) => println!("fp32 file {} B; zstd -19 of it {} B ({:.3}× fp32)", original_bytes.len(), z, z as f64 / fp32),
@@ -231,7 +231,7 @@ fn bench_model(m: &BenchModel, data_dir: &Path, limit: usize, opts: &EncodeOptio
             }
         }
         for bits in [2u8, 3, 4, 8] {
-            let o = EncodeOptions { base_bits: bits, refine_bits: vec![], clip_norm: None, ..EncodeOptions::default() };
+            let o = EncodeOptions { base_bits: bits, refine_bits: vec![], clipping: p2u::Clipping::MinMax, ..EncodeOptions::default() };
             let rtn = p2u::encode(&model, m.name, info.clone(), &o, &mut |_| {})?;
             let c = EncodeOptions { base_bits: bits, refine_bits: vec![], ..opts.clone() };
             let clip = p2u::encode(&model, m.name, info.clone(), &c, &mut |_| {})?;

@@ -126,9 +126,10 @@ pub fn encode_options(a: &Args) -> Result<EncodeOptions> {
     }
     o.block = a.num("block", o.block)?;
     o.min_elements = a.num("min-elements", o.min_elements)?;
-    o.clip_norm = match a.has("no-clip-search") {
-        true => None,
-        false => Some(a.num("clip-norm", o.clip_norm.unwrap_or(4))?),
+    o.clipping = match (a.has("no-clip-search"), a.get("clip-norm")) {
+        (true, _) => p2u::Clipping::MinMax,
+        (false, Some(_)) => p2u::Clipping::Norm(a.num("clip-norm", 2)?),
+        (false, None) => p2u::Clipping::Auto,
     };
     Ok(o)
 }
