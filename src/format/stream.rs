@@ -336,12 +336,18 @@ impl FrameReader {
         self.header.as_ref()
     }
 
+    /// Errors if an earlier frame failed (the stream cannot be resynced).
+    pub fn check(&self) -> Result<()> {
+        match &self.poisoned {
+            Some(reason) => Err(Error::Invalid(format!("stream already failed: {reason}"))),
+            None => Ok(()),
+        }
+    }
+
     /// Returns the next complete frame, `None` if more bytes are needed.
     /// After an error the reader stays failed (the stream cannot be resynced).
     pub fn next_frame(&mut self) -> Result<Option<Frame>> {
-        if let Some(reason) = &self.poisoned {
-            return Err(Error::Invalid(format!("stream already failed: {reason}")));
-        }
+        self.check()?;
         let r = self.next_frame_inner();
         if let Err(e) = &r {
             self.poisoned = Some(e.to_string());

@@ -116,6 +116,9 @@ impl LiveTensor {
     }
 }
 
+/// Largest piece of a fed slice handed to the stream reader at once.
+pub const FEED_PIECE: usize = 1 << 20;
+
 /// Largest escape step count accepted (keeps `f32(d)` meaningful).
 const MAX_ESCAPE_STEPS: i32 = 1 << 30;
 
@@ -337,17 +340,22 @@ impl ProgressiveModel {
     }
 
     /// Feeds stream bytes as they arrive (any slicing); applies every chunk
-    /// that becomes complete and returns how many were applied. On error the
-    /// model keeps its last good stage and the stream stays failed.
+    /// that becomes complete and returns how many were applied. The bytes
+    /// are taken in pieces of at most [`FEED_PIECE`], so the reader never
+    /// holds more than one chunk plus one piece, whatever the slice size.
+    /// On error the model keeps its last good stage and the stream stays failed.
     pub fn feed(&mut self, bytes: &[u8]) -> Result<usize> {
-        self.reader.push(bytes);
+        self.reader.check()?;
         let mut applied = 0;
-        while let Some(frame) = self.reader.next_frame()? {
-            match frame {
-                Frame::Header(h) => self.attach(h)?,
-                Frame::Chunk { chunk, index, offset } => {
-                    self.apply(&chunk).map_err(|e| Error::Chunk { index, offset, reason: e.to_string() })?;
-                    applied += 1;
+        for piece in bytes.chunks(FEED_PIECE) {
+            self.reader.push(piece);
+            while let Some(frame) = self.reader.next_frame()? {
+                match frame {
+                    Frame::Header(h) => self.attach(h)?,
+                    Frame::Chunk { chunk, index, offset } => {
+                        self.apply(&chunk).map_err(|e| Error::Chunk { index, offset, reason: e.to_string() })?;
+                        applied += 1;
+                    }
                 }
             }
         }
