@@ -97,6 +97,15 @@ pub fn dequant_add_with(
         scalar::dequant_add(dst, packed, bits, start, scales);
         return;
     }
+    if bits == 8 {
+        // byte codes need no unpacking: read them in place
+        let codes = &packed[start..start + dst.len()];
+        match scales {
+            Scales::Uniform { scale, zero } => mul_add_uniform(dst, codes, zero, scale),
+            Scales::PerElement { scales, zeros } => mul_add_vector(dst, codes, zeros, scales),
+        }
+        return;
+    }
     let mut codes = [0u8; TILE];
     let mut done = 0;
     while done < dst.len() {
