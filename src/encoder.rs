@@ -8,7 +8,7 @@
 use crate::error::{Error, Result};
 use crate::format::manifest::{FileInfo, Manifest, StageInfo, TensorInfo, MANIFEST_VERSION};
 use crate::format::stream::{Chunk, Stage, StageKind, StreamHeader, TensorEntry};
-use crate::format::{hex, sha256, tensor_hash, weights_hash, Hash};
+use crate::format::{hex, payload, sha256, tensor_hash, weights_hash, Hash};
 use crate::onnx::{self, BaseWeight, Weight};
 use crate::quant::{self, apply_codes, exact, ErrorStats, Grid, StageCodes};
 use tract_onnx::pb::ModelProto;
@@ -131,13 +131,7 @@ fn encode_tensor(index: u32, w: &Weight, opts: &EncodeOptions) -> Result<Encoded
         apply_codes(&mut current, &grid, bits, &packed, &r.scales, &r.zeros);
         quant::apply_escapes(&mut current, &grid, &r.escapes, &r.scales);
         errors.push(quant::error_stats(target, &current));
-        let mut payload: Vec<u8> = r.scales.iter().flat_map(|s| s.to_le_bytes()).collect();
-        payload.extend_from_slice(&packed);
-        payload.extend_from_slice(&(r.escapes.len() as u32).to_le_bytes());
-        for (i, d) in &r.escapes {
-            payload.extend_from_slice(&i.to_le_bytes());
-            payload.extend_from_slice(&d.to_le_bytes());
-        }
+        let payload = payload::write_refine(&r.scales, &packed, &r.escapes);
         chunks.push(Chunk { tensor: index, stage: k as u8 + 1, bits, payload });
     }
     let (bounds, coded) = exact::encode(target, &current, &grid);
@@ -146,8 +140,7 @@ fn encode_tensor(index: u32, w: &Weight, opts: &EncodeOptions) -> Result<Encoded
         return Err(Error::Invalid(format!("tensor {:?}: exact stage failed its self-check", w.name)));
     }
     errors.push(quant::error_stats(target, &current));
-    let mut payload: Vec<u8> = bounds.iter().flat_map(|s| s.to_le_bytes()).collect();
-    payload.extend_from_slice(&coded);
+    let payload = payload::write_exact(&bounds, &coded);
     chunks.push(Chunk { tensor: index, stage: opts.refine_bits.len() as u8 + 1, bits: 0, payload });
     let sum_sq = target.iter().map(|&v| v as f64 * v as f64).sum();
     Ok(EncodedTensor { grid, base, chunks, hash: tensor_hash(target), errors, sum_sq })

@@ -3,6 +3,7 @@
 //! range coder used by the exact stage.
 
 pub mod manifest;
+pub mod payload;
 pub mod range_coder;
 pub mod stream;
 

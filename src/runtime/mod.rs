@@ -26,9 +26,8 @@ use tract_onnx::prelude::{IntoTValue, Tensor, TValue};
 
 use crate::error::{Error, Result};
 use crate::format::stream::{Chunk, Frame, FrameReader, StageKind, StreamHeader};
-use crate::format::{hex, sha256, tensor_hash, Hash};
+use crate::format::{hex, payload, sha256, tensor_hash, Hash};
 use crate::onnx;
-use crate::kernels::packed_len;
 use crate::quant::{apply_codes, apply_escapes, exact, Grid};
 
 /// Which kind of plan serves inference.
@@ -118,28 +117,6 @@ impl LiveTensor {
 
 /// Largest piece of a fed slice handed to the stream reader at once.
 pub const FEED_PIECE: usize = 1 << 20;
-
-/// Largest escape step count accepted (keeps `f32(d)` meaningful).
-const MAX_ESCAPE_STEPS: i32 = 1 << 30;
-
-/// Parses a refinement chunk's escape list: count, then strictly increasing
-/// `(index, steps)` pairs, with nothing after them.
-fn parse_escapes(bytes: &[u8], len: usize) -> std::result::Result<Vec<(u32, i32)>, String> {
-    let count = bytes.get(..4).map(|b| u32::from_le_bytes(b.try_into().expect("4")) as usize).ok_or("escape count missing")?;
-    if count > len || bytes.len() != 4 + 8 * count {
-        return Err(format!("{count} escapes do not fit {} bytes", bytes.len()));
-    }
-    let mut out = Vec::with_capacity(count);
-    for e in bytes[4..].chunks_exact(8) {
-        let i = u32::from_le_bytes(e[..4].try_into().expect("4"));
-        let d = i32::from_le_bytes(e[4..].try_into().expect("4"));
-        if i as usize >= len || out.last().is_some_and(|&(p, _)| p >= i) || d == 0 || d.unsigned_abs() > MAX_ESCAPE_STEPS as u32 {
-            return Err(format!("escape ({i}, {d}) is out of range or out of order"));
-        }
-        out.push((i, d));
-    }
-    Ok(out)
-}
 
 fn tensor_slice(t: &Tensor) -> &[f32] {
     t.to_plain_array_view::<f32>().expect("weights are f32").to_slice().expect("weights are contiguous")
@@ -300,29 +277,19 @@ impl ProgressiveModel {
             return Err(Error::Invalid(format!("chunk payload of {} bytes, expected {min}..={max}", chunk.payload.len())));
         }
         let grid: Grid = entry.grid;
-        let groups = grid.groups();
-        let params: Vec<f32> = chunk.payload[..groups * 4]
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().expect("4")))
-            .collect();
-        if let Some(p) = params.iter().find(|p| !(p.is_finite() && **p >= 0.0)) {
-            return Err(Error::Invalid(format!("tensor {:?}: scale or bound {p} is invalid", entry.name)));
-        }
-        let body = &chunk.payload[groups * 4..];
+        let bad = |e: Error| Error::Invalid(format!("tensor {:?}: {e}", entry.name));
         match header.stages[chunk.stage as usize].kind {
             StageKind::Refine => {
-                let (codes, escapes) = body.split_at(packed_len(grid.len(), chunk.bits));
-                let escapes = parse_escapes(escapes, grid.len()).map_err(|reason| {
-                    Error::Invalid(format!("tensor {:?}: {reason}", entry.name))
-                })?;
-                let zeros = vec![1i32 << (chunk.bits - 1); groups];
+                let r = payload::read_refine(&chunk.payload, &grid, chunk.bits).map_err(bad)?;
+                let zeros = vec![1i32 << (chunk.bits - 1); grid.groups()];
                 let values = live.values_mut();
-                apply_codes(values, &grid, chunk.bits, codes, &params, &zeros);
-                apply_escapes(values, &grid, &escapes, &params);
+                apply_codes(values, &grid, chunk.bits, r.codes, &r.scales, &zeros);
+                apply_escapes(values, &grid, &r.escapes, &r.scales);
             }
             StageKind::Exact => {
+                let e = payload::read_exact(&chunk.payload, &grid).map_err(bad)?;
                 let mut values = live.values().to_vec();
-                exact::decode(&mut values, &grid, &params, body)?;
+                exact::decode(&mut values, &grid, &e.bounds, e.coded)?;
                 if tensor_hash(&values) != entry.hash {
                     return Err(Error::Mismatch(format!(
                         "tensor {:?}: exact stage does not reproduce the original (hash mismatch)",
@@ -331,7 +298,7 @@ impl ProgressiveModel {
                 }
                 live.values = f32_tensor(&live.dims, values)?;
             }
-            StageKind::Base => unreachable!("expected_payload rejects stage 0"),
+            StageKind::Base => unreachable!("payload_bounds rejects stage 0"),
         }
         live.stage += 1;
         self.chunks_applied += 1;
