@@ -192,10 +192,10 @@ pub fn encode(
         .iter()
         .map(|e| vec![(e.base.codes.len() * e.base.bits as usize).div_ceil(8) as u64 + 5 * e.base.scales.len() as u64])
         .collect();
-    for s in 1..stages.len() {
+    for (s, bytes_of_stage) in stage_bytes.iter_mut().enumerate().skip(1) {
         for (t, e) in encoded.iter().enumerate() {
             let bytes = e.chunks[s - 1].to_bytes();
-            stage_bytes[s] += bytes.len() as u64;
+            *bytes_of_stage += bytes.len() as u64;
             tensor_bytes[t].push(bytes.len() as u64);
             stream.extend_from_slice(&bytes);
         }

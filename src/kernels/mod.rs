@@ -142,7 +142,7 @@ pub fn packed_len(count: usize, bits: u8) -> usize {
 /// Unpacks `out.len()` codes starting at element `start` into one byte each.
 pub fn unpack(packed: &[u8], bits: u8, start: usize, out: &mut [u8]) {
     let bit0 = start * bits as usize;
-    if bit0 % 8 == 0 && matches!(bits, 2 | 4 | 8) {
+    if bit0.is_multiple_of(8) && matches!(bits, 2 | 4 | 8) {
         let bytes = &packed[bit0 / 8..];
         match bits {
             8 => out.copy_from_slice(&bytes[..out.len()]),

@@ -256,7 +256,7 @@ mod tests {
             s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             ((s >> 11) as f64 + 0.5) / (1u64 << 53) as f64
         };
-        (0..n).map(|_| ((-2.0 * u().ln()).sqrt() * (6.283185307179586 * u()).cos() * 0.05) as f32).collect()
+        (0..n).map(|_| ((-2.0 * u().ln()).sqrt() * (std::f64::consts::TAU * u()).cos() * 0.05) as f32).collect()
     }
 
     #[test]
