@@ -129,3 +129,25 @@ fn every_base_width_and_blocking_reaches_exact() {
         assert_eq!(st.stages as usize, stages.len() + 2);
     }
 }
+
+#[test]
+fn a_snapshot_keeps_serving_its_stage_while_the_model_refines() {
+    let enc = encode(&fixture_model(), "fixture", &fixture_options());
+    let x = input(&FIXTURE_INPUT, 4, -1.0, 1.0);
+    let mut live = load_base(&enc, &FIXTURE_INPUT);
+    let snapshot = live.runner().unwrap();
+    let before = output_bits(&snapshot.run(vec![x.clone()]).unwrap().outputs);
+    // refine on another thread's watch: the snapshot runs concurrently
+    std::thread::scope(|s| {
+        let worker = s.spawn(|| (0..20).map(|_| output_bits(&snapshot.run(vec![x.clone()]).unwrap().outputs)).collect::<Vec<_>>());
+        live.feed(&enc.stream).unwrap();
+        for out in worker.join().unwrap() {
+            assert_eq!(out, before, "a snapshot must not see patches made after it was taken");
+        }
+    });
+    assert_eq!(snapshot.status().stage, 0);
+    let done = live.run(vec![x.clone()]).unwrap();
+    assert!(done.status.exact);
+    assert_ne!(output_bits(&done.outputs), before);
+    assert_eq!(output_bits(&snapshot.run(vec![x]).unwrap().outputs), before);
+}
