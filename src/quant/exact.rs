@@ -33,14 +33,12 @@ fn window(approx: f32, bound: f32) -> (u32, u32) {
 /// Returns the per-group bounds and the range-coded payload.
 pub fn encode(target: &[f32], approx: &[f32], grid: &Grid) -> (Vec<f32>, Vec<u8>) {
     let mut bounds = vec![0f32; grid.groups()];
-    for i in 0..target.len() {
-        let g = grid.group_of(i);
+    for (i, g) in grid.element_groups() {
         bounds[g] = bounds[g].max((target[i] - approx[i]).abs());
     }
     loop {
         let mut widened = false;
-        for i in 0..target.len() {
-            let g = grid.group_of(i);
+        for (i, g) in grid.element_groups() {
             let (lo, hi) = window(approx[i], bounds[g]);
             let o = ordinal(target[i]);
             if o < lo || o > hi {
@@ -53,10 +51,10 @@ pub fn encode(target: &[f32], approx: &[f32], grid: &Grid) -> (Vec<f32>, Vec<u8>
         }
     }
     let mut rc = UniformEncoder::default();
-    for_each_bound(grid, &bounds, |i, bound| {
-        let (lo, hi) = window(approx[i], bound);
+    for (i, g) in grid.element_groups() {
+        let (lo, hi) = window(approx[i], bounds[g]);
         rc.encode((ordinal(target[i]) - lo) as u64, (hi - lo) as u64 + 1);
-    });
+    }
     (bounds, rc.finish())
 }
 
@@ -67,38 +65,12 @@ pub fn decode(weights: &mut [f32], grid: &Grid, bounds: &[f32], payload: &[u8]) 
         return Err(Error::Invalid("exact-stage bound is negative or not finite".into()));
     }
     let mut rc = UniformDecoder::new(payload)?;
-    let mut result = Ok(());
-    for_each_bound(grid, bounds, |i, bound| {
-        if result.is_err() {
-            return;
-        }
-        let w = &mut weights[i];
-        let (lo, hi) = window(*w, bound);
-        let Some(span) = hi.checked_sub(lo) else {
-            result = Err(Error::Invalid("exact-stage window is empty (corrupt data)".into()));
-            return;
-        };
-        result = match rc.decode(span as u64 + 1) {
-            Ok(v) => {
-                *w = from_ordinal(lo + v as u32);
-                Ok(())
-            }
-            Err(e) => Err(e),
-        };
-    });
-    result?;
-    rc.finish()
-}
-
-/// Calls `f(index, bound)` for every element in flat order, walking the
-/// grid's runs (no division per element).
-fn for_each_bound(grid: &Grid, bounds: &[f32], mut f: impl FnMut(usize, f32)) {
-    for run in grid.runs() {
-        for k in 0..run.len {
-            let g = if run.per_element { run.group + k } else { run.group };
-            f(run.start + k, bounds[g]);
-        }
+    for (i, g) in grid.element_groups() {
+        let (lo, hi) = window(weights[i], bounds[g]);
+        let span = hi.checked_sub(lo).ok_or_else(|| Error::Invalid("exact-stage window is empty (corrupt data)".into()))?;
+        weights[i] = from_ordinal(lo + rc.decode(span as u64 + 1)? as u32);
     }
+    rc.finish()
 }
 
 #[cfg(test)]

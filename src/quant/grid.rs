@@ -119,6 +119,14 @@ impl Grid {
         })
     }
 
+    /// `(flat index, group)` of every element in flat order, walking the
+    /// runs (no division per element).
+    pub fn element_groups(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+        self.runs().flat_map(|run| {
+            (0..run.len).map(move |k| (run.start + k, if run.per_element { run.group + k } else { run.group }))
+        })
+    }
+
     /// The ONNX `DequantizeLinear` layout for a tensor of `dims`.
     pub fn dequantize_layout(&self, dims: &[usize]) -> DequantizeLayout {
         let n: usize = dims.iter().product();
@@ -217,12 +225,12 @@ mod tests {
             assert_eq!(covered, g.len());
             let sn: usize = l.scale_dims.iter().product();
             assert_eq!(sn.max(1), g.groups());
-            for run in g.runs() {
-                for k in 0..run.len {
-                    let want = if run.per_element { run.group + k } else { run.group };
-                    assert_eq!(g.group_of(run.start + k), want);
-                }
+            let mut next = 0;
+            for (i, group) in g.element_groups() {
+                assert_eq!((i, group), (next, g.group_of(i)));
+                next += 1;
             }
+            assert_eq!(next, g.len());
         }
     }
 

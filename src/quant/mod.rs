@@ -72,11 +72,8 @@ pub fn apply_codes_with(
 /// Collects each group's element indices (groups may be strided).
 fn group_members(grid: &Grid) -> Vec<Vec<usize>> {
     let mut members = vec![Vec::new(); grid.groups()];
-    for run in grid.runs() {
-        for k in 0..run.len {
-            let g = if run.per_element { run.group + k } else { run.group };
-            members[g].push(run.start + k);
-        }
+    for (i, g) in grid.element_groups() {
+        members[g].push(i);
     }
     members
 }
