@@ -425,6 +425,23 @@ impl FrameReader {
     }
 }
 
+/// Parses a complete stream held in memory into its header and chunks
+/// (for tools; a live download goes through [`FrameReader`] piece by piece).
+pub fn read_all(stream: &[u8]) -> Result<(StreamHeader, Vec<Chunk>)> {
+    let mut reader = FrameReader::new();
+    reader.push(stream);
+    let mut header = None;
+    let mut chunks = vec![];
+    while let Some(frame) = reader.next_frame()? {
+        match frame {
+            Frame::Header(h) => header = Some(h),
+            Frame::Chunk { chunk, .. } => chunks.push(chunk),
+        }
+    }
+    reader.finish()?;
+    Ok((header.expect("finish() succeeds only after the header"), chunks))
+}
+
 struct Reader<'a> {
     b: &'a [u8],
     pos: usize,

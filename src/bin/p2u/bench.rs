@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use p2u::format::stream::{Frame, FrameReader};
+use p2u::format::stream::read_all;
 use p2u::kernels::Path as KernelPath;
 use p2u::quant::{apply_codes_with, Grid};
 use p2u::runtime::build_plan;
@@ -213,21 +213,16 @@ fn bench_model(m: &BenchModel, data_dir: &Path, limit: usize, opts: &EncodeOptio
             Some(l) => format!("top-1 {:6.2}%  agree {:6.2}%", accuracy(p, l), accuracy(p, &ref_preds)),
             None => format!("agree {}/{}", p.iter().zip(&ref_preds).filter(|(a, b)| a == b).count(), ref_preds.len()),
         };
-        let mut reader = FrameReader::new();
-        reader.push(&enc.stream);
+        let (header, chunks) = read_all(&enc.stream)?;
+        live.attach(header)?;
         let mut stage = 0;
         println!("  p2u stage 0 ({} B): {}", enc.manifest.stages[0].cumulative_bytes, score(&predict(&mut live, eval)?));
-        while let Some(f) = reader.next_frame()? {
-            match f {
-                Frame::Header(h) => live.attach(h)?,
-                Frame::Chunk { chunk, .. } => {
-                    live.apply(&chunk)?;
-                    if live.status().stage > stage {
-                        stage = live.status().stage;
-                        let s = &enc.manifest.stages[stage as usize];
-                        println!("  p2u stage {stage} ({} B): {}", s.cumulative_bytes, score(&predict(&mut live, eval)?));
-                    }
-                }
+        for chunk in &chunks {
+            live.apply(chunk)?;
+            if live.status().stage > stage {
+                stage = live.status().stage;
+                let s = &enc.manifest.stages[stage as usize];
+                println!("  p2u stage {stage} ({} B): {}", s.cumulative_bytes, score(&predict(&mut live, eval)?));
             }
         }
         for bits in [2u8, 3, 4, 8] {
@@ -293,19 +288,14 @@ fn apply_vs_rebuild(enc: &p2u::Encoded, rt: &RuntimeOptions) -> Result<()> {
         Ok(median(t))
     };
     let refining_ms = time_runs(&mut model)?;
-    let mut reader = FrameReader::new();
-    reader.push(&enc.stream);
+    let (header, chunks) = read_all(&enc.stream)?;
+    model.attach(header)?;
     let mut per_stage = vec![];
-    while let Some(f) = reader.next_frame()? {
-        match f {
-            Frame::Header(h) => model.attach(h)?,
-            Frame::Chunk { chunk, .. } => {
-                let s = Instant::now();
-                model.apply(&chunk)?;
-                if chunk.tensor as usize == largest {
-                    per_stage.push((chunk.stage, chunk.bits, s.elapsed().as_secs_f64() * 1e3));
-                }
-            }
+    for chunk in &chunks {
+        let s = Instant::now();
+        model.apply(chunk)?;
+        if chunk.tensor as usize == largest {
+            per_stage.push((chunk.stage, chunk.bits, s.elapsed().as_secs_f64() * 1e3));
         }
     }
     let s = Instant::now();

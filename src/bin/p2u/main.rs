@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use p2u::format::manifest::Manifest;
-use p2u::format::stream::{Frame, FrameReader};
+use p2u::format::stream::read_all;
 use p2u::{onnx, EncodeOptions, Error, ProgressiveModel, Result, RuntimeOptions};
 
 const USAGE: &str = "\
@@ -229,16 +229,11 @@ pub fn open_at_stage(dir: &Path, stage: Option<u32>) -> Result<(ProgressiveModel
     let m = load_manifest(dir)?;
     let mut model = ProgressiveModel::from_base(&read(&dir.join(&m.base.file))?, RuntimeOptions::default())?;
     let stream = read(&dir.join(&m.stream.file))?;
-    let mut reader = FrameReader::new();
-    reader.push(&stream);
-    while let Some(frame) = reader.next_frame()? {
-        match frame {
-            Frame::Header(h) => model.attach(h)?,
-            Frame::Chunk { chunk, .. } if stage.is_none_or(|k| chunk.stage as u32 <= k) => model.apply(&chunk)?,
-            Frame::Chunk { .. } => {}
-        }
+    let (header, chunks) = read_all(&stream)?;
+    model.attach(header)?;
+    for chunk in chunks.iter().filter(|c| stage.is_none_or(|k| c.stage as u32 <= k)) {
+        model.apply(chunk)?;
     }
-    reader.finish()?;
     Ok((model, m))
 }
 
