@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use p2u::format::stream::{StreamHeader, CHUNK_PREFIX, HEADER_PREFIX};
+use p2u::format::stream::{read_all, StreamHeader, CHUNK_PREFIX, HEADER_PREFIX};
 use p2u::{Error, ProgressiveModel};
 
 fn fixture() -> (p2u::Encoded, usize) {
@@ -94,9 +94,7 @@ fn stream_of_another_model_is_a_mismatch() {
     assert_serves_prefix(&mut m, &enc, 0, 0);
     // a chunk of the other model's stream applied directly is rejected too
     let mut m = load_base(&enc, &FIXTURE_INPUT);
-    let mut r = p2u::format::stream::FrameReader::new();
-    r.push(&other.stream);
-    let Some(p2u::format::stream::Frame::Header(h)) = r.next_frame().unwrap() else { panic!() };
+    let (h, _) = read_all(&other.stream).unwrap();
     assert!(matches!(m.attach(h), Err(Error::Mismatch(_))));
 }
 
@@ -135,15 +133,8 @@ fn chunks_out_of_order_are_rejected() {
     let (enc, header_len) = fixture();
     let ends = chunk_ends(&enc.stream, header_len);
     let mut m = load_base(&enc, &FIXTURE_INPUT);
-    let mut r = p2u::format::stream::FrameReader::new();
-    r.push(&enc.stream);
-    let mut chunks = vec![];
-    while let Some(f) = r.next_frame().unwrap() {
-        match f {
-            p2u::format::stream::Frame::Header(h) => m.attach(h).unwrap(),
-            p2u::format::stream::Frame::Chunk { chunk, .. } => chunks.push(chunk),
-        }
-    }
+    let (header, chunks) = read_all(&enc.stream).unwrap();
+    m.attach(header).unwrap();
     let last = chunks.last().unwrap();
     assert!(matches!(m.apply(last), Err(Error::Order(_))));
     m.apply(&chunks[0]).unwrap();

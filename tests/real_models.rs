@@ -9,7 +9,7 @@ use std::path::Path;
 
 use common::*;
 use p2u::encoder::file_info;
-use p2u::format::stream::{Frame, FrameReader};
+use p2u::format::stream::read_all;
 use p2u::{EncodeOptions, RuntimeOptions};
 
 fn end_to_end(path: &Path, shape: &[usize], lo: f32, hi: f32) {
@@ -61,13 +61,10 @@ fn end_to_end(path: &Path, shape: &[usize], lo: f32, hi: f32) {
 
     // the same stream applied chunk by chunk, whole, gives the same weights
     let mut other = p2u::ProgressiveModel::from_base(&enc.base, RuntimeOptions { input_shapes: vec![shape.to_vec()] }).unwrap();
-    let mut reader = FrameReader::new();
-    reader.push(&enc.stream);
-    while let Some(f) = reader.next_frame().unwrap() {
-        match f {
-            Frame::Header(h) => other.attach(h).unwrap(),
-            Frame::Chunk { chunk, .. } => other.apply(&chunk).unwrap(),
-        }
+    let (header, chunks) = read_all(&enc.stream).unwrap();
+    other.attach(header).unwrap();
+    for chunk in &chunks {
+        other.apply(chunk).unwrap();
     }
     for n in live.weight_names() {
         assert_eq!(live.weight(n), other.weight(n));
