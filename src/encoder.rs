@@ -254,10 +254,20 @@ pub fn encode(
     Ok(Encoded { base, stream, manifest })
 }
 
-/// Encodes every tensor, spreading them over the available cores; the
-/// result does not depend on the thread count.
+/// Encodes every tensor, spreading them over the available cores (one
+/// thread where there is one core, or on wasm32); the result does not
+/// depend on the thread count.
 fn encode_all(weights: &[Weight], opts: &EncodeOptions, progress: &mut dyn FnMut(Progress<'_>)) -> Result<Vec<EncodedTensor>> {
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(8);
+    if threads == 1 {
+        // also the wasm32 case, where threads cannot be spawned
+        let mut out = Vec::with_capacity(weights.len());
+        for (i, w) in weights.iter().enumerate() {
+            out.push(encode_tensor(i as u32, w, opts)?);
+            progress(Progress { done: i + 1, total: weights.len(), tensor: &w.name });
+        }
+        return Ok(out);
+    }
     let next = std::sync::atomic::AtomicUsize::new(0);
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::scope(|s| {

@@ -55,6 +55,23 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// A short, stable name for the kind of error (for bindings that
+    /// expose it as a field, e.g. the JS `P2uError.kind`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Onnx(_) => "onnx",
+            Error::Unsupported(_) => "unsupported",
+            Error::Header(_) => "header",
+            Error::Chunk { .. } => "chunk",
+            Error::Truncated(_) => "truncated",
+            Error::Mismatch(_) => "mismatch",
+            Error::Order(_) => "order",
+            Error::Engine(_) => "engine",
+            Error::Invalid(_) => "invalid",
+            Error::Io { .. } => "io",
+        }
+    }
+
     /// Wraps an I/O error with what was being done.
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         Error::Io { context: context.into(), source }

@@ -10,6 +10,7 @@
 //! * [`kernels`]: the dequantize-and-add loop (scalar, SSE2, simd128).
 //! * [`onnx`]: model surgery (weights, base graph, plain graph for tract).
 //! * [`runtime`]: [`ProgressiveModel`], the live, patchable model.
+//! * `web` (wasm32 only): the wasm-bindgen layer the npm package wraps.
 
 pub mod encoder;
 pub mod error;
@@ -18,7 +19,9 @@ pub mod kernels;
 pub mod onnx;
 pub mod quant;
 pub mod runtime;
+#[cfg(target_arch = "wasm32")]
+pub mod web;
 
 pub use encoder::{encode, Clipping, EncodeOptions, Encoded};
 pub use error::{Error, Result};
-pub use runtime::{Inference, ProgressiveModel, Runner, RuntimeOptions, StageStatus};
+pub use runtime::{Inference, Normalization, ProgressiveModel, Runner, RuntimeOptions, StageStatus};

@@ -151,3 +151,35 @@ fn a_snapshot_keeps_serving_its_stage_while_the_model_refines() {
     assert_ne!(output_bits(&done.outputs), before);
     assert_eq!(output_bits(&snapshot.run(vec![x]).unwrap().outputs), before);
 }
+
+#[test]
+fn short_steps_serve_the_last_stage_and_end_bit_exact() {
+    let enc = encode(&fixture_model(), "fixture", &fixture_options());
+    let x = input(&FIXTURE_INPUT, 3, -1.0, 1.0);
+    let mut whole = load_base(&enc, &FIXTURE_INPUT);
+    whole.feed(&enc.stream).unwrap();
+    let want = output_bits(&whole.run(vec![x.clone()]).unwrap().outputs);
+
+    let mut m = load_base(&enc, &FIXTURE_INPUT);
+    let (mut steps, mut busy_runs) = (0, 0);
+    for piece in enc.stream.chunks(333) {
+        m.push(piece).unwrap();
+        while m.step(97).unwrap() {
+            steps += 1;
+            if m.busy() {
+                // mid-way through an exact stage: still serving the stage before
+                let before = m.status();
+                let r = m.run(vec![x.clone()]).unwrap();
+                assert_eq!(r.status, before);
+                assert!(!r.status.exact);
+                busy_runs += 1;
+            }
+        }
+    }
+    m.finish_stream().unwrap();
+    assert!(busy_runs > 0 && steps > busy_runs, "steps {steps}, runs while busy {busy_runs}");
+    let got = m.run(vec![x]).unwrap();
+    assert!(got.status.exact);
+    assert_eq!(m.stream_received(), enc.stream.len() as u64);
+    assert_eq!(output_bits(&got.outputs), want);
+}

@@ -19,12 +19,28 @@ pub fn sha256(bytes: &[u8]) -> Hash {
 
 /// SHA-256 of an f32 slice in little-endian byte order.
 pub fn tensor_hash(values: &[f32]) -> Hash {
-    let mut h = Sha256::new();
-    for chunk in values.chunks(4096) {
-        let bytes: Vec<u8> = chunk.iter().flat_map(|v| v.to_le_bytes()).collect();
-        h.update(&bytes);
+    let mut h = TensorHasher::default();
+    h.update(values);
+    h.finish()
+}
+
+/// [`tensor_hash`] fed in pieces (for work split into short tasks).
+#[derive(Clone, Default)]
+pub struct TensorHasher(Sha256);
+
+impl TensorHasher {
+    /// Hashes the next values.
+    pub fn update(&mut self, values: &[f32]) {
+        for chunk in values.chunks(4096) {
+            let bytes: Vec<u8> = chunk.iter().flat_map(|v| v.to_le_bytes()).collect();
+            self.0.update(&bytes);
+        }
     }
-    h.finalize().into()
+
+    /// The digest of everything fed.
+    pub fn finish(self) -> Hash {
+        self.0.finalize().into()
+    }
 }
 
 /// Hash identifying a model's weights: over each tensor's name, shape and hash.

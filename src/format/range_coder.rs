@@ -114,6 +114,18 @@ impl UniformEncoder {
     }
 }
 
+/// Where a [`UniformDecoder`] stands, so decoding can pause and resume
+/// later over the same input (for work split into short tasks).
+#[derive(Clone, Copy, Debug)]
+pub struct DecoderState {
+    code: u32,
+    range: u32,
+    rc_pos: usize,
+    raw_pos: usize,
+    acc: u64,
+    acc_bits: u32,
+}
+
 /// Decoder matching [`UniformEncoder`]; reading past the end is an error.
 pub struct UniformDecoder<'a> {
     rc: Decoder<'a>,
@@ -134,6 +146,31 @@ impl<'a> UniformDecoder<'a> {
             .get(4..4usize.saturating_add(rc_len))
             .ok_or_else(|| Error::Truncated(format!("range-coded part claims {rc_len} bytes, only {} follow", input.len() - 4)))?;
         Ok(UniformDecoder { rc: Decoder::new(rc)?, raw: &input[4 + rc_len..], raw_pos: 0, acc: 0, acc_bits: 0 })
+    }
+
+    /// Continues decoding `input` from a state taken with [`Self::state`]
+    /// on a decoder over the same input.
+    pub fn resume(input: &'a [u8], state: DecoderState) -> Result<Self> {
+        let mut d = Self::new(input)?;
+        d.rc.code = state.code;
+        d.rc.range = state.range;
+        d.rc.pos = state.rc_pos;
+        d.raw_pos = state.raw_pos;
+        d.acc = state.acc;
+        d.acc_bits = state.acc_bits;
+        Ok(d)
+    }
+
+    /// The decoder's position, for [`Self::resume`].
+    pub fn state(&self) -> DecoderState {
+        DecoderState {
+            code: self.rc.code,
+            range: self.rc.range,
+            rc_pos: self.rc.pos,
+            raw_pos: self.raw_pos,
+            acc: self.acc,
+            acc_bits: self.acc_bits,
+        }
     }
 
     /// Inverse of [`UniformEncoder::encode`]; fails on corrupt data.

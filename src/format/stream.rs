@@ -331,6 +331,18 @@ impl FrameReader {
         self.consumed
     }
 
+    /// Stream bytes received so far, parsed or not (where a resumed
+    /// download continues).
+    pub fn received(&self) -> u64 {
+        self.consumed + self.buf.len() as u64
+    }
+
+    /// Marks the stream failed for a reason found outside the reader (a
+    /// frame that parsed but could not be applied).
+    pub fn fail(&mut self, reason: String) {
+        self.poisoned.get_or_insert(reason);
+    }
+
     /// The header, once read.
     pub fn header(&self) -> Option<&StreamHeader> {
         self.header.as_ref()

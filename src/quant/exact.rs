@@ -11,7 +11,7 @@
 
 use super::Grid;
 use crate::error::{Error, Result};
-use crate::format::range_coder::{UniformDecoder, UniformEncoder};
+use crate::format::range_coder::{DecoderState, UniformDecoder, UniformEncoder};
 
 /// Maps f32 bits to an integer that increases with the float's value
 /// (`-0.0` just below `+0.0`; NaNs at the ends).
@@ -61,16 +61,52 @@ pub fn encode(target: &[f32], approx: &[f32], grid: &Grid) -> (Vec<f32>, Vec<u8>
 /// Decodes the exact stage into `weights` (which hold `W_K` on entry).
 /// On error `weights` may be partly written: callers decode into a copy.
 pub fn decode(weights: &mut [f32], grid: &Grid, bounds: &[f32], payload: &[u8]) -> Result<()> {
-    if bounds.iter().any(|b| !(b.is_finite() && *b >= 0.0)) {
-        return Err(Error::Invalid("exact-stage bound is negative or not finite".into()));
+    let mut d = Decoding::new(payload, bounds)?;
+    d.decode_some(weights, grid, bounds, payload, usize::MAX)?;
+    Ok(())
+}
+
+/// An exact-stage decode that can pause after any number of weights and
+/// resume later (so a large tensor is decoded in short tasks). The caller
+/// keeps `weights`, `bounds` and `payload` unchanged between calls.
+#[derive(Clone, Debug)]
+pub struct Decoding {
+    next: usize,
+    state: DecoderState,
+}
+
+impl Decoding {
+    /// Checks the bounds and the payload's framing; decodes nothing yet.
+    pub fn new(payload: &[u8], bounds: &[f32]) -> Result<Self> {
+        if bounds.iter().any(|b| !(b.is_finite() && *b >= 0.0)) {
+            return Err(Error::Invalid("exact-stage bound is negative or not finite".into()));
+        }
+        Ok(Decoding { next: 0, state: UniformDecoder::new(payload)?.state() })
     }
-    let mut rc = UniformDecoder::new(payload)?;
-    for (i, g) in grid.element_groups() {
-        let (lo, hi) = window(weights[i], bounds[g]);
-        let span = hi.checked_sub(lo).ok_or_else(|| Error::Invalid("exact-stage window is empty (corrupt data)".into()))?;
-        weights[i] = from_ordinal(lo + rc.decode(span as u64 + 1)? as u32);
+
+    /// Weights decoded so far.
+    pub fn done(&self) -> usize {
+        self.next
     }
-    rc.finish()
+
+    /// Decodes up to `max` more weights; returns true once every weight is
+    /// decoded and the payload was consumed exactly.
+    pub fn decode_some(&mut self, weights: &mut [f32], grid: &Grid, bounds: &[f32], payload: &[u8], max: usize) -> Result<bool> {
+        let mut rc = UniformDecoder::resume(payload, self.state)?;
+        let end = self.next.saturating_add(max).min(grid.len());
+        for (i, g) in grid.element_groups_from(self.next).take(end - self.next) {
+            let (lo, hi) = window(weights[i], bounds[g]);
+            let span = hi.checked_sub(lo).ok_or_else(|| Error::Invalid("exact-stage window is empty (corrupt data)".into()))?;
+            weights[i] = from_ordinal(lo + rc.decode(span as u64 + 1)? as u32);
+        }
+        self.next = end;
+        self.state = rc.state();
+        if end < grid.len() {
+            return Ok(false);
+        }
+        rc.finish()?;
+        Ok(true)
+    }
 }
 
 #[cfg(test)]
@@ -104,6 +140,27 @@ mod tests {
         decode(&mut w, &grid, &bounds, &payload).unwrap();
         for (a, b) in w.iter().zip(&target) {
             assert_eq!(a.to_bits(), b.to_bits());
+        }
+    }
+
+    #[test]
+    fn decoding_in_short_steps_gives_the_same_bits() {
+        let target: Vec<f32> = (0..3000).map(|i| ((i as f32) * 0.377).cos() * 0.05).collect();
+        let approx: Vec<f32> = target.iter().map(|x| x + 3e-4 * (x * 613.0).sin()).collect();
+        for grid in [Grid::choose(&[30, 100], 0, 0), Grid::choose(&[30, 100], 0, 16), Grid::choose(&[3000], 0, 64)] {
+            let (bounds, payload) = encode(&target, &approx, &grid);
+            let mut w = approx.clone();
+            let mut d = Decoding::new(&payload, &bounds).unwrap();
+            let mut steps = 0;
+            for step in [1usize, 7, 64, 1000].iter().cycle() {
+                steps += 1;
+                if d.decode_some(&mut w, &grid, &bounds, &payload, *step).unwrap() {
+                    break;
+                }
+            }
+            assert!(steps > 4);
+            assert_eq!(d.done(), target.len());
+            assert!(w.iter().zip(&target).all(|(a, b)| a.to_bits() == b.to_bits()));
         }
     }
 }

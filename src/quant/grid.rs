@@ -122,8 +122,15 @@ impl Grid {
     /// `(flat index, group)` of every element in flat order, walking the
     /// runs (no division per element).
     pub fn element_groups(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
-        self.runs().flat_map(|run| {
-            (0..run.len).map(move |k| (run.start + k, if run.per_element { run.group + k } else { run.group }))
+        self.element_groups_from(0)
+    }
+
+    /// [`Self::element_groups`] starting at flat index `start` (whole runs
+    /// before it are skipped without visiting their elements).
+    pub fn element_groups_from(&self, start: usize) -> impl Iterator<Item = (usize, usize)> + '_ {
+        self.runs().filter(move |run| run.start + run.len > start).flat_map(move |run| {
+            (run.start.max(start) - run.start..run.len)
+                .map(move |k| (run.start + k, if run.per_element { run.group + k } else { run.group }))
         })
     }
 

@@ -14,8 +14,10 @@
 //! first run after a change. A chunk that fails validation changes nothing:
 //! the model keeps serving its last good stage.
 
+mod input;
 mod plan;
 
+pub use input::Normalization;
 pub use plan::{build_plan, Plan};
 
 use std::collections::HashMap;
@@ -26,7 +28,7 @@ use tract_onnx::prelude::{IntoTValue, Tensor, TValue};
 
 use crate::error::{Error, Result};
 use crate::format::stream::{Chunk, Frame, FrameReader, StageKind, StreamHeader};
-use crate::format::{hex, payload, sha256, tensor_hash, Hash};
+use crate::format::{hex, payload, sha256, Hash, TensorHasher};
 use crate::onnx;
 use crate::quant::{apply_codes, apply_escapes, exact, Grid};
 
@@ -144,6 +146,23 @@ pub struct ProgressiveModel {
     serving: Serving,
     fallback_reason: Option<String>,
     stale: bool,
+    job: Option<(ExactJob, u64, u64)>,
+}
+
+/// An exact-stage chunk being decoded in short steps.
+struct ExactJob {
+    slot: usize,
+    grid: Grid,
+    hash: Hash,
+    /// The range-coded part of the payload.
+    payload: Vec<u8>,
+    bounds: Vec<f32>,
+    /// Copy of the live weights being turned into the original ones.
+    values: Vec<f32>,
+    decoding: exact::Decoding,
+    decoded: bool,
+    hasher: TensorHasher,
+    hashed: usize,
 }
 
 impl ProgressiveModel {
@@ -175,6 +194,7 @@ impl ProgressiveModel {
             serving: Serving::WeightInputs,
             fallback_reason: None,
             stale: true,
+            job: None,
         };
         let with_inputs = onnx::weights_as_inputs(&m.skeleton, m.tensors.iter().map(|t| (t.name.as_str(), t.dims.as_slice())))
             .and_then(|proto| build_plan(&proto, &m.options));
@@ -263,10 +283,21 @@ impl ProgressiveModel {
 
     /// Applies one chunk to the master weights. On error nothing changed.
     pub fn apply(&mut self, chunk: &Chunk) -> Result<()> {
+        if let Some(mut job) = self.begin(chunk)? {
+            while !self.advance(&mut job, usize::MAX)? {}
+        }
+        Ok(())
+    }
+
+    /// Validates a chunk and applies it if it is a refinement; an exact
+    /// stage is returned as a job to [`Self::advance`] (it is decoded into a
+    /// copy and swapped in only once its hash matches).
+    fn begin(&mut self, chunk: &Chunk) -> Result<Option<ExactJob>> {
         let header = self.header.as_ref().ok_or_else(|| Error::Order("chunk before the stream header".into()))?;
         let (min, max) = header.payload_bounds(chunk.tensor, chunk.stage, chunk.bits)?;
         let entry = &header.tensors[chunk.tensor as usize];
-        let live = &mut self.tensors[self.table_to_live[chunk.tensor as usize]];
+        let slot = self.table_to_live[chunk.tensor as usize];
+        let live = &mut self.tensors[slot];
         if live.stage + 1 != chunk.stage {
             return Err(Error::Order(format!(
                 "tensor {:?} is at stage {}, chunk is for stage {}",
@@ -285,25 +316,66 @@ impl ProgressiveModel {
                 let values = live.values_mut();
                 apply_codes(values, &grid, chunk.bits, r.codes, &r.scales, &zeros);
                 apply_escapes(values, &grid, &r.escapes, &r.scales);
+                self.commit(slot);
+                Ok(None)
             }
             StageKind::Exact => {
                 let e = payload::read_exact(&chunk.payload, &grid).map_err(bad)?;
-                let mut values = live.values().to_vec();
-                exact::decode(&mut values, &grid, &e.bounds, e.coded)?;
-                if tensor_hash(&values) != entry.hash {
-                    return Err(Error::Mismatch(format!(
-                        "tensor {:?}: exact stage does not reproduce the original (hash mismatch)",
-                        entry.name
-                    )));
-                }
-                live.values = f32_tensor(&live.dims, values)?;
+                let coded_from = chunk.payload.len() - e.coded.len();
+                let decoding = exact::Decoding::new(e.coded, &e.bounds).map_err(bad)?;
+                Ok(Some(ExactJob {
+                    slot,
+                    grid,
+                    hash: entry.hash,
+                    payload: chunk.payload[coded_from..].to_vec(),
+                    bounds: e.bounds,
+                    values: live.values().to_vec(),
+                    decoding,
+                    decoded: false,
+                    hasher: TensorHasher::default(),
+                    hashed: 0,
+                }))
             }
             StageKind::Base => unreachable!("payload_bounds rejects stage 0"),
         }
-        live.stage += 1;
+    }
+
+    /// Does up to about `budget` weights of work on an exact-stage job;
+    /// returns true once it is applied. On error nothing changed.
+    fn advance(&mut self, job: &mut ExactJob, budget: usize) -> Result<bool> {
+        let name = &self.tensors[job.slot].name;
+        if !job.decoded {
+            job.decoded = job
+                .decoding
+                .decode_some(&mut job.values, &job.grid, &job.bounds, &job.payload, budget)
+                .map_err(|e| Error::Invalid(format!("tensor {name:?}: {e}")))?;
+            return Ok(false);
+        }
+        if job.hashed < job.values.len() {
+            // hashing costs a fraction of decoding per weight
+            let end = job.hashed.saturating_add(budget.saturating_mul(4)).min(job.values.len());
+            job.hasher.update(&job.values[job.hashed..end]);
+            job.hashed = end;
+            if end < job.values.len() {
+                return Ok(false);
+            }
+        }
+        if std::mem::take(&mut job.hasher).finish() != job.hash {
+            return Err(Error::Mismatch(format!(
+                "tensor {name:?}: exact stage does not reproduce the original (hash mismatch)"
+            )));
+        }
+        let live = &mut self.tensors[job.slot];
+        live.values = f32_tensor(&live.dims, std::mem::take(&mut job.values))?;
+        self.commit(job.slot);
+        Ok(true)
+    }
+
+    /// Records that the tensor in `slot` reached its next stage.
+    fn commit(&mut self, slot: usize) {
+        self.tensors[slot].stage += 1;
         self.chunks_applied += 1;
         self.stale = self.serving == Serving::Constants || self.status().exact;
-        Ok(())
     }
 
     /// Feeds stream bytes as they arrive (any slicing); applies every chunk
@@ -313,20 +385,67 @@ impl ProgressiveModel {
     /// On error the model keeps its last good stage and the stream stays failed.
     pub fn feed(&mut self, bytes: &[u8]) -> Result<usize> {
         self.reader.check()?;
-        let mut applied = 0;
+        let before = self.chunks_applied;
         for piece in bytes.chunks(FEED_PIECE) {
-            self.reader.push(piece);
-            while let Some(frame) = self.reader.next_frame()? {
-                match frame {
-                    Frame::Header(h) => self.attach(h)?,
-                    Frame::Chunk { chunk, index, offset } => {
-                        self.apply(&chunk).map_err(|e| Error::Chunk { index, offset, reason: e.to_string() })?;
-                        applied += 1;
-                    }
+            self.push(piece)?;
+            while self.step(usize::MAX)? {}
+        }
+        Ok((self.chunks_applied - before) as usize)
+    }
+
+    /// Queues stream bytes without applying anything; [`Self::step`] does
+    /// the work. Push the next piece only once `step` returned false, and
+    /// the reader holds at most one chunk plus that piece.
+    pub fn push(&mut self, bytes: &[u8]) -> Result<()> {
+        self.reader.check()?;
+        self.reader.push(bytes);
+        Ok(())
+    }
+
+    /// Does one bounded piece of work on the queued bytes: reads the next
+    /// frame, applies a refinement chunk, or advances an exact-stage decode
+    /// by about `budget` weights (refinements are applied whole: they cost
+    /// a few ns per weight). Returns false when nothing is left to do until
+    /// more bytes arrive. Inference in between steps serves the last
+    /// completed stage. On error the model keeps its last good stage and
+    /// the stream stays failed.
+    pub fn step(&mut self, budget: usize) -> Result<bool> {
+        self.reader.check()?;
+        let budget = budget.max(1);
+        if let Some((mut job, index, offset)) = self.job.take() {
+            return match self.advance(&mut job, budget) {
+                Ok(true) => Ok(true),
+                Ok(false) => {
+                    self.job = Some((job, index, offset));
+                    Ok(true)
                 }
+                Err(e) => Err(self.fail(Error::Chunk { index, offset, reason: e.to_string() })),
+            };
+        }
+        match self.reader.next_frame()? {
+            None => Ok(false),
+            Some(Frame::Header(h)) => {
+                self.attach(h).map_err(|e| self.fail(e))?;
+                Ok(true)
+            }
+            Some(Frame::Chunk { chunk, index, offset }) => {
+                match self.begin(&chunk) {
+                    Ok(job) => self.job = job.map(|j| (j, index, offset)),
+                    Err(e) => return Err(self.fail(Error::Chunk { index, offset, reason: e.to_string() })),
+                }
+                Ok(true)
             }
         }
-        Ok(applied)
+    }
+
+    /// True while an exact-stage chunk is part-way decoded.
+    pub fn busy(&self) -> bool {
+        self.job.is_some()
+    }
+
+    fn fail(&mut self, e: Error) -> Error {
+        self.reader.fail(e.to_string());
+        e
     }
 
     /// Call when the stream's bytes have all been fed: fails if it stopped early.
@@ -334,9 +453,14 @@ impl ProgressiveModel {
         self.reader.finish()
     }
 
-    /// Stream bytes consumed so far (where a resumed download should start).
+    /// Stream bytes fully parsed so far.
     pub fn stream_offset(&self) -> u64 {
         self.reader.consumed()
+    }
+
+    /// Stream bytes received so far (where a resumed download continues).
+    pub fn stream_received(&self) -> u64 {
+        self.reader.received()
     }
 
     /// Brings the plan up to date: after the last stage (or in constants

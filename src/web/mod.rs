@@ -1,0 +1,172 @@
+//! The JavaScript bindings (wasm32 only): a thin wasm-bindgen layer over
+//! [`ProgressiveModel`]. Fetching, streaming, caching and scheduling live in
+//! the npm package's JS (`pkg/p2u.js`); this layer only moves bytes and
+//! tensors across and turns [`Error`]s into JS `Error`s with a `kind`.
+
+use js_sys::{Array, Float32Array, Object, Reflect};
+use tract_onnx::prelude::Tensor;
+use wasm_bindgen::prelude::*;
+
+use crate::error::Error;
+use crate::runtime::{Normalization, ProgressiveModel, RuntimeOptions, StageStatus};
+
+/// Installs the panic hook (a panic would be a bug: errors are returned).
+#[wasm_bindgen(start)]
+pub fn start() {
+    console_error_panic_hook::set_once();
+}
+
+/// A JS `Error` named `P2uError` with the error's [`Error::kind`].
+fn js_error(e: Error) -> JsValue {
+    let err = js_sys::Error::new(&e.to_string());
+    err.set_name("P2uError");
+    let _ = Reflect::set(&err, &"kind".into(), &e.kind().into());
+    err.into()
+}
+
+fn set(obj: &Object, key: &str, value: impl Into<JsValue>) {
+    let _ = Reflect::set(obj, &key.into(), &value.into());
+}
+
+fn status_object(s: StageStatus) -> Object {
+    let o = Object::new();
+    set(&o, "stage", s.stage);
+    set(&o, "stages", s.stages);
+    set(&o, "chunksApplied", s.chunks_applied as f64);
+    set(&o, "chunksTotal", s.chunks_total as f64);
+    set(&o, "exact", s.exact);
+    o
+}
+
+/// The live model, as seen from JS (wrapped by `pkg/p2u.js`).
+#[wasm_bindgen(js_name = WasmModel)]
+pub struct WasmModel {
+    model: ProgressiveModel,
+}
+
+#[wasm_bindgen(js_class = WasmModel)]
+impl WasmModel {
+    /// Builds the stage-0 model from the base ONNX bytes; `input_dims`
+    /// (flattened, with `input_ranks` giving each input's rank) fixes the
+    /// input shapes, or leave both empty for the declared ones.
+    #[wasm_bindgen(constructor)]
+    pub fn new(base: &[u8], input_dims: &[u32], input_ranks: &[u32]) -> Result<WasmModel, JsValue> {
+        let mut shapes = vec![];
+        let mut dims = input_dims.iter().map(|&d| d as usize);
+        for &rank in input_ranks {
+            shapes.push(dims.by_ref().take(rank as usize).collect::<Vec<_>>());
+        }
+        if shapes.iter().map(Vec::len).sum::<usize>() != input_dims.len() {
+            return Err(js_error(Error::Invalid("input dims do not match their ranks".into())));
+        }
+        let model = ProgressiveModel::from_base(base, RuntimeOptions { input_shapes: shapes }).map_err(js_error)?;
+        Ok(WasmModel { model })
+    }
+
+    /// Queues stream bytes; call [`Self::step`] until it returns false
+    /// before pushing more.
+    pub fn push(&mut self, bytes: &[u8]) -> Result<(), JsValue> {
+        self.model.push(bytes).map_err(js_error)
+    }
+
+    /// Does one bounded piece of work (about `budget` weights of decoding);
+    /// false when it needs more bytes.
+    pub fn step(&mut self, budget: u32) -> Result<bool, JsValue> {
+        self.model.step(budget as usize).map_err(js_error)
+    }
+
+    /// Checks that the stream ended complete.
+    #[wasm_bindgen(js_name = finishStream)]
+    pub fn finish_stream(&self) -> Result<(), JsValue> {
+        self.model.finish_stream().map_err(js_error)
+    }
+
+    /// Stream bytes received so far (where a resumed download continues).
+    #[wasm_bindgen(getter)]
+    pub fn received(&self) -> f64 {
+        self.model.stream_received() as f64
+    }
+
+    /// True while a chunk is part-way applied.
+    #[wasm_bindgen(getter)]
+    pub fn busy(&self) -> bool {
+        self.model.busy()
+    }
+
+    /// `{ stage, stages, chunksApplied, chunksTotal, exact }` of the weights.
+    pub fn status(&self) -> Object {
+        status_object(self.model.status())
+    }
+
+    /// Builds the final constant plan now if the model is exact (otherwise
+    /// the next run does it).
+    pub fn refresh(&mut self) -> Result<(), JsValue> {
+        self.model.refresh().map_err(js_error)
+    }
+
+    /// True when inference is served from a plan with constant weights.
+    #[wasm_bindgen(getter, js_name = constantPlan)]
+    pub fn constant_plan(&self) -> bool {
+        self.model.serving() == crate::runtime::Serving::Constants
+    }
+
+    /// Runs the model on one f32 input.
+    #[wasm_bindgen(js_name = runF32)]
+    pub fn run_f32(&mut self, data: Vec<f32>, dims: &[u32]) -> Result<Object, JsValue> {
+        self.run(data, dims)
+    }
+
+    /// Runs on u8 values mapped `[lo, hi] ↦ [to0, to1]` (clamped if asked).
+    #[wasm_bindgen(js_name = runU8)]
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_u8(&mut self, data: &[u8], dims: &[u32], lo: f32, hi: f32, to0: f32, to1: f32, clamp: bool) -> Result<Object, JsValue> {
+        let x = Normalization { lo, hi, to: (to0, to1), clamp }.apply(data).map_err(js_error)?;
+        self.run(x, dims)
+    }
+
+    /// Runs on u16 values (e.g. 16-bit medical images), mapped as in `runU8`.
+    #[wasm_bindgen(js_name = runU16)]
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_u16(&mut self, data: &[u16], dims: &[u32], lo: f32, hi: f32, to0: f32, to1: f32, clamp: bool) -> Result<Object, JsValue> {
+        let x = Normalization { lo, hi, to: (to0, to1), clamp }.apply(data).map_err(js_error)?;
+        self.run(x, dims)
+    }
+
+    /// Runs on i16 values (signed 16-bit, e.g. CT), mapped as in `runU8`.
+    #[wasm_bindgen(js_name = runI16)]
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_i16(&mut self, data: &[i16], dims: &[u32], lo: f32, hi: f32, to0: f32, to1: f32, clamp: bool) -> Result<Object, JsValue> {
+        let x = Normalization { lo, hi, to: (to0, to1), clamp }.apply(data).map_err(js_error)?;
+        self.run(x, dims)
+    }
+}
+
+impl WasmModel {
+    /// `{ outputs: [{data, dims}], output, dims, stage, stages, final }`.
+    fn run(&mut self, data: Vec<f32>, dims: &[u32]) -> Result<Object, JsValue> {
+        let dims: Vec<usize> = dims.iter().map(|&d| d as usize).collect();
+        if dims.iter().product::<usize>() != data.len() {
+            return Err(js_error(Error::Invalid(format!("input has {} values, dims {dims:?} need {}", data.len(), dims.iter().product::<usize>()))));
+        }
+        let input = Tensor::from_shape(&dims, &data).map_err(|e| js_error(Error::Invalid(e.to_string())))?;
+        let r = self.model.run(vec![input]).map_err(js_error)?;
+        let outputs = Array::new();
+        for t in &r.outputs {
+            let t = t.cast_to::<f32>().map_err(|e| js_error(Error::Engine(e.to_string())))?;
+            let view = t.to_plain_array_view::<f32>().map_err(|e| js_error(Error::Engine(e.to_string())))?;
+            let values: Vec<f32> = view.iter().copied().collect();
+            let o = Object::new();
+            set(&o, "data", Float32Array::from(values.as_slice()));
+            set(&o, "dims", t.shape().iter().map(|&d| JsValue::from(d as u32)).collect::<Array>());
+            outputs.push(&o);
+        }
+        let result = status_object(r.status);
+        set(&result, "final", r.status.exact);
+        if let Some(first) = outputs.get(0).dyn_ref::<Object>() {
+            set(&result, "output", Reflect::get(first, &"data".into())?);
+            set(&result, "dims", Reflect::get(first, &"dims".into())?);
+        }
+        set(&result, "outputs", outputs);
+        Ok(result)
+    }
+}
