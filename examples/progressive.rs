@@ -59,7 +59,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     };
     arrive(base.len());
-    let mut model = ProgressiveModel::from_base(&base, RuntimeOptions { input_shapes: vec![vec![n, 3, 224, 224]] })?;
+    let mut model = ProgressiveModel::from_base(&base, RuntimeOptions { input_shapes: vec![vec![n, 3, 224, 224]], ..Default::default() })?;
     let report = |model: &mut ProgressiveModel| -> Result<(), Box<dyn std::error::Error>> {
         let out = model.run(vec![x.clone()])?;
         let logits: Vec<f32> = out.outputs[0].to_plain_array_view::<f32>()?.iter().copied().collect();

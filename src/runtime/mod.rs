@@ -46,6 +46,10 @@ pub enum Serving {
 pub struct RuntimeOptions {
     /// Concrete shapes for the model inputs, in order (empty: as declared).
     pub input_shapes: Vec<Vec<usize>>,
+    /// Keep serving from the weights-as-inputs plan once exact instead of
+    /// rebuilding with constants (saves the one long rebuild, e.g. on a
+    /// browser's main thread, at some inference speed).
+    pub keep_inputs_plan: bool,
 }
 
 /// Where the model stands in its progression.
@@ -375,7 +379,7 @@ impl ProgressiveModel {
     fn commit(&mut self, slot: usize) {
         self.tensors[slot].stage += 1;
         self.chunks_applied += 1;
-        self.stale = self.serving == Serving::Constants || self.status().exact;
+        self.stale = self.serving == Serving::Constants || (self.status().exact && !self.options.keep_inputs_plan);
     }
 
     /// Feeds stream bytes as they arrive (any slicing); applies every chunk

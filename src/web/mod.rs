@@ -8,7 +8,7 @@ use tract_onnx::prelude::Tensor;
 use wasm_bindgen::prelude::*;
 
 use crate::error::Error;
-use crate::runtime::{Normalization, ProgressiveModel, RuntimeOptions, StageStatus};
+use crate::runtime::{build_plan, Normalization, Plan, ProgressiveModel, RuntimeOptions, StageStatus};
 
 /// Installs the panic hook (a panic would be a bug: errors are returned).
 #[wasm_bindgen(start)]
@@ -38,6 +38,68 @@ fn status_object(s: StageStatus) -> Object {
     o
 }
 
+fn runtime_options(input_dims: &[u32], input_ranks: &[u32]) -> Result<RuntimeOptions, JsValue> {
+    let mut shapes = vec![];
+    let mut dims = input_dims.iter().map(|&d| d as usize);
+    for &rank in input_ranks {
+        shapes.push(dims.by_ref().take(rank as usize).collect::<Vec<_>>());
+    }
+    if shapes.iter().map(Vec::len).sum::<usize>() != input_dims.len() {
+        return Err(js_error(Error::Invalid("input dims do not match their ranks".into())));
+    }
+    Ok(RuntimeOptions { input_shapes: shapes, ..Default::default() })
+}
+
+fn input_tensor(data: &[f32], dims: &[u32]) -> Result<Tensor, JsValue> {
+    let dims: Vec<usize> = dims.iter().map(|&d| d as usize).collect();
+    let n = dims.iter().product::<usize>();
+    if n != data.len() {
+        return Err(js_error(Error::Invalid(format!("input has {} values, dims {dims:?} need {n}", data.len()))));
+    }
+    Tensor::from_shape(&dims, data).map_err(|e| js_error(Error::Invalid(e.to_string())))
+}
+
+fn outputs_array(outputs: &[Tensor]) -> Result<Array, JsValue> {
+    let array = Array::new();
+    for t in outputs {
+        let t = t.cast_to::<f32>().map_err(|e| js_error(Error::Engine(e.to_string())))?;
+        let view = t.to_plain_array_view::<f32>().map_err(|e| js_error(Error::Engine(e.to_string())))?;
+        let values: Vec<f32> = view.iter().copied().collect();
+        let o = Object::new();
+        set(&o, "data", Float32Array::from(values.as_slice()));
+        set(&o, "dims", t.shape().iter().map(|&d| JsValue::from(d as u32)).collect::<Array>());
+        array.push(&o);
+    }
+    Ok(array)
+}
+
+/// A plain ONNX model in tract-wasm, for comparisons and baselines (the
+/// original fp32 file, or any stage exported by `p2u export`).
+#[wasm_bindgen(js_name = WasmPlainModel)]
+pub struct WasmPlainModel {
+    plan: Plan,
+}
+
+#[wasm_bindgen(js_class = WasmPlainModel)]
+impl WasmPlainModel {
+    /// Parses and optimises `onnx` (input shapes as in [`WasmModel::new`]).
+    #[wasm_bindgen(constructor)]
+    pub fn new(onnx: &[u8], input_dims: &[u32], input_ranks: &[u32]) -> Result<WasmPlainModel, JsValue> {
+        let proto = crate::onnx::decode_model(onnx).map_err(js_error)?;
+        let plan = build_plan(&proto, &runtime_options(input_dims, input_ranks)?).map_err(js_error)?;
+        Ok(WasmPlainModel { plan })
+    }
+
+    /// Runs on one f32 input: `{ outputs: [{data, dims}] }`.
+    #[wasm_bindgen(js_name = runF32)]
+    pub fn run_f32(&self, data: &[f32], dims: &[u32]) -> Result<Object, JsValue> {
+        let outputs = self.plan.run(vec![input_tensor(data, dims)?]).map_err(js_error)?;
+        let o = Object::new();
+        set(&o, "outputs", outputs_array(&outputs)?);
+        Ok(o)
+    }
+}
+
 /// The live model, as seen from JS (wrapped by `pkg/p2u.js`).
 #[wasm_bindgen(js_name = WasmModel)]
 pub struct WasmModel {
@@ -48,18 +110,13 @@ pub struct WasmModel {
 impl WasmModel {
     /// Builds the stage-0 model from the base ONNX bytes; `input_dims`
     /// (flattened, with `input_ranks` giving each input's rank) fixes the
-    /// input shapes, or leave both empty for the declared ones.
+    /// input shapes, or leave both empty for the declared ones. With
+    /// `keep_inputs_plan` the exact model is served without the final
+    /// rebuild with constant weights.
     #[wasm_bindgen(constructor)]
-    pub fn new(base: &[u8], input_dims: &[u32], input_ranks: &[u32]) -> Result<WasmModel, JsValue> {
-        let mut shapes = vec![];
-        let mut dims = input_dims.iter().map(|&d| d as usize);
-        for &rank in input_ranks {
-            shapes.push(dims.by_ref().take(rank as usize).collect::<Vec<_>>());
-        }
-        if shapes.iter().map(Vec::len).sum::<usize>() != input_dims.len() {
-            return Err(js_error(Error::Invalid("input dims do not match their ranks".into())));
-        }
-        let model = ProgressiveModel::from_base(base, RuntimeOptions { input_shapes: shapes }).map_err(js_error)?;
+    pub fn new(base: &[u8], input_dims: &[u32], input_ranks: &[u32], keep_inputs_plan: bool) -> Result<WasmModel, JsValue> {
+        let options = RuntimeOptions { keep_inputs_plan, ..runtime_options(input_dims, input_ranks)? };
+        let model = ProgressiveModel::from_base(base, options).map_err(js_error)?;
         Ok(WasmModel { model })
     }
 
@@ -144,22 +201,9 @@ impl WasmModel {
 impl WasmModel {
     /// `{ outputs: [{data, dims}], output, dims, stage, stages, final }`.
     fn run(&mut self, data: Vec<f32>, dims: &[u32]) -> Result<Object, JsValue> {
-        let dims: Vec<usize> = dims.iter().map(|&d| d as usize).collect();
-        if dims.iter().product::<usize>() != data.len() {
-            return Err(js_error(Error::Invalid(format!("input has {} values, dims {dims:?} need {}", data.len(), dims.iter().product::<usize>()))));
-        }
-        let input = Tensor::from_shape(&dims, &data).map_err(|e| js_error(Error::Invalid(e.to_string())))?;
+        let input = input_tensor(&data, dims)?;
         let r = self.model.run(vec![input]).map_err(js_error)?;
-        let outputs = Array::new();
-        for t in &r.outputs {
-            let t = t.cast_to::<f32>().map_err(|e| js_error(Error::Engine(e.to_string())))?;
-            let view = t.to_plain_array_view::<f32>().map_err(|e| js_error(Error::Engine(e.to_string())))?;
-            let values: Vec<f32> = view.iter().copied().collect();
-            let o = Object::new();
-            set(&o, "data", Float32Array::from(values.as_slice()));
-            set(&o, "dims", t.shape().iter().map(|&d| JsValue::from(d as u32)).collect::<Array>());
-            outputs.push(&o);
-        }
+        let outputs = outputs_array(&r.outputs)?;
         let result = status_object(r.status);
         set(&result, "final", r.status.exact);
         if let Some(first) = outputs.get(0).dyn_ref::<Object>() {

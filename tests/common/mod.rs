@@ -162,13 +162,13 @@ pub fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
 
 /// Runs a plain ONNX model in tract through the same plan builder p2u uses.
 pub fn reference_outputs(model: &ModelProto, shape: &[usize], input: &Tensor) -> Vec<Tensor> {
-    let plan = p2u::runtime::build_plan(model, &RuntimeOptions { input_shapes: vec![shape.to_vec()] }).expect("plan");
+    let plan = p2u::runtime::build_plan(model, &RuntimeOptions { input_shapes: vec![shape.to_vec()], ..Default::default() }).expect("plan");
     plan.run(vec![input.clone()]).expect("run")
 }
 
 /// A model loaded from a base, at stage 0.
 pub fn load_base(enc: &Encoded, shape: &[usize]) -> ProgressiveModel {
-    ProgressiveModel::from_base(&enc.base, RuntimeOptions { input_shapes: vec![shape.to_vec()] }).expect("base loads")
+    ProgressiveModel::from_base(&enc.base, RuntimeOptions { input_shapes: vec![shape.to_vec()], ..Default::default() }).expect("base loads")
 }
 
 /// Where `../shared/models` is (override with `P2U_SHARED_MODELS`).

@@ -165,7 +165,7 @@ fn zstd19(path: &Path) -> Option<u64> {
 fn options_for(eval: &EvalSet, batch: usize) -> RuntimeOptions {
     let mut shape = vec![batch];
     shape.extend_from_slice(&eval.shape);
-    RuntimeOptions { input_shapes: vec![shape] }
+    RuntimeOptions { input_shapes: vec![shape], ..Default::default() }
 }
 
 fn bench_model(m: &BenchModel, data_dir: &Path, limit: usize, opts: &EncodeOptions) -> Result<()> {
@@ -201,7 +201,7 @@ fn bench_model(m: &BenchModel, data_dir: &Path, limit: usize, opts: &EncodeOptio
     let input_shape = m.input.clone();
     let rt = match &eval {
         Some(e) => options_for(e, e.batches[0].shape()[0]),
-        None => RuntimeOptions { input_shapes: vec![input_shape.clone()] },
+        None => RuntimeOptions { input_shapes: vec![input_shape.clone()], ..Default::default() },
     };
     let mut live = ProgressiveModel::from_base(&enc.base, rt.clone())?;
     if let Some(eval) = &eval {
@@ -239,7 +239,7 @@ fn bench_model(m: &BenchModel, data_dir: &Path, limit: usize, opts: &EncodeOptio
             );
         }
     }
-    apply_vs_rebuild(&enc, &RuntimeOptions { input_shapes: vec![input_shape] })?;
+    apply_vs_rebuild(&enc, &RuntimeOptions { input_shapes: vec![input_shape], ..Default::default() })?;
     Ok(())
 }
 

@@ -19,6 +19,7 @@ USAGE:
   p2u inspect DIR
   p2u export DIR --stage K -o OUT.onnx
   p2u verify MODEL.onnx DIR
+  p2u run DIR --input X.f32 --dims 1,3,224,224 [--stage K] -o OUT.f32
   p2u bench [--models DIR] [--cache DIR] [--only NAME|kernel] [--eval-limit N] [encode options]
 
 encode   writes DIR/NAME.base.onnx, DIR/NAME.p2u and DIR/NAME.json
@@ -26,6 +27,8 @@ inspect  prints the stages, bytes per stage and per-tensor bits and error
 export   writes the model at stage K (0 = base) as a plain fp32 ONNX file
 verify   applies every stage and checks the weights are bit-identical to MODEL
          (exit code 0 only then)
+run      runs the model at stage K (default: exact) in the native runtime on
+         raw little-endian f32 input; writes the first output the same way
 bench    measures bytes, accuracy per stage, kernel throughput and apply time
 ";
 
@@ -36,6 +39,7 @@ fn main() -> ExitCode {
         Some("inspect") => inspect(&args[1..]),
         Some("export") => export(&args[1..]),
         Some("verify") => verify(&args[1..]),
+        Some("run") => run(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
         Some("-h" | "--help" | "help") | None => {
             print!("{USAGE}");
@@ -225,9 +229,9 @@ fn inspect(args: &[String]) -> Result<()> {
 
 /// Opens an encoded directory as a live model fed with `stages` stages of
 /// its stream (`None` = all); returns it with the manifest.
-pub fn open_at_stage(dir: &Path, stage: Option<u32>) -> Result<(ProgressiveModel, Manifest)> {
+pub fn open_at_stage(dir: &Path, stage: Option<u32>, options: RuntimeOptions) -> Result<(ProgressiveModel, Manifest)> {
     let m = load_manifest(dir)?;
-    let mut model = ProgressiveModel::from_base(&read(&dir.join(&m.base.file))?, RuntimeOptions::default())?;
+    let mut model = ProgressiveModel::from_base(&read(&dir.join(&m.base.file))?, options)?;
     let stream = read(&dir.join(&m.stream.file))?;
     let (header, chunks) = read_all(&stream)?;
     model.attach(header)?;
@@ -243,7 +247,7 @@ fn export(args: &[String]) -> Result<()> {
     let dir = PathBuf::from(a.pos(0, "DIR")?);
     let stage: u32 = a.get("stage").ok_or_else(|| Error::Invalid("missing --stage K".into()))?.parse().map_err(|_| Error::Invalid("--stage takes a number".into()))?;
     let out = PathBuf::from(a.get("o").or(a.get("output")).ok_or_else(|| Error::Invalid("missing -o OUT.onnx".into()))?);
-    let (model, m) = open_at_stage(&dir, Some(stage))?;
+    let (model, m) = open_at_stage(&dir, Some(stage), RuntimeOptions::default())?;
     if stage as usize >= m.stages.len() {
         return Err(Error::Invalid(format!("stage {stage}: {} has stages 0..{}", m.name, m.stages.len() - 1)));
     }
@@ -252,11 +256,39 @@ fn export(args: &[String]) -> Result<()> {
     Ok(())
 }
 
+fn run(args: &[String]) -> Result<()> {
+    let a = Args::parse(args, &[])?;
+    a.only(&["input", "dims", "stage", "o", "output"])?;
+    let dir = PathBuf::from(a.pos(0, "DIR")?);
+    let dims: Vec<usize> = a
+        .get("dims")
+        .ok_or_else(|| Error::Invalid("missing --dims, e.g. 1,3,224,224".into()))?
+        .split(',')
+        .map(|d| d.trim().parse().map_err(|_| Error::Invalid(format!("--dims: {d:?} is not a number"))))
+        .collect::<Result<_>>()?;
+    let input = PathBuf::from(a.get("input").ok_or_else(|| Error::Invalid("missing --input X.f32".into()))?);
+    let out = PathBuf::from(a.get("o").or(a.get("output")).ok_or_else(|| Error::Invalid("missing -o OUT.f32".into()))?);
+    let stage = a.get("stage").map(|k| k.parse::<u32>().map_err(|_| Error::Invalid("--stage takes a number".into()))).transpose()?;
+    let bytes = read(&input)?;
+    if bytes.len() != 4 * dims.iter().product::<usize>() {
+        return Err(Error::Invalid(format!("{}: {} bytes, dims {dims:?} need {}", input.display(), bytes.len(), 4 * dims.iter().product::<usize>())));
+    }
+    let values: Vec<f32> = bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4"))).collect();
+    let x = tract_onnx::prelude::Tensor::from_shape(&dims, &values).map_err(|e| Error::Invalid(e.to_string()))?;
+    let (mut model, _) = open_at_stage(&dir, stage, RuntimeOptions { input_shapes: vec![dims], ..Default::default() })?;
+    let r = model.run(vec![x])?;
+    let y = r.outputs.first().ok_or_else(|| Error::Engine("model has no output".into()))?;
+    let y = y.to_plain_array_view::<f32>().map_err(|e| Error::Engine(e.to_string()))?;
+    write(&out, &y.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>())?;
+    eprintln!("stage {} of {}, exact: {}, output {:?} → {}", r.status.stage, r.status.stages, r.status.exact, y.shape(), out.display());
+    Ok(())
+}
+
 fn verify(args: &[String]) -> Result<()> {
     let a = Args::parse(args, &[])?;
     a.only(&[])?;
     let original = onnx::load_model(Path::new(a.pos(0, "MODEL.onnx")?))?;
-    let (model, _) = open_at_stage(Path::new(a.pos(1, "DIR")?), None)?;
+    let (model, _) = open_at_stage(Path::new(a.pos(1, "DIR")?), None, RuntimeOptions::default())?;
     let status = model.status();
     if !status.exact {
         return Err(Error::Mismatch(format!("the stream did not reach the exact stage: {status:?}")));

@@ -1,0 +1,195 @@
+/** Kinds of {@link P2uError}. */
+export type P2uErrorKind =
+  | 'network' | 'abort' | 'disposed' | 'invalid' | 'onnx' | 'unsupported' | 'header' | 'chunk'
+  | 'truncated' | 'mismatch' | 'order' | 'engine' | 'io' | 'internal';
+
+/** Every error p2u throws or rejects with. */
+export class P2uError extends Error {
+  readonly name: 'P2uError';
+  /** What went wrong, machine-readable. */
+  readonly kind: P2uErrorKind;
+}
+
+/** Where the weights stand. */
+export interface StageStatus {
+  /** Highest stage every tensor has reached (0 = the low-bit base). */
+  stage: number;
+  /** Number of stages including the base (1 until the stream header arrived). */
+  stages: number;
+  chunksApplied: number;
+  chunksTotal: number;
+  /** True when the weights are bit-identical to the original model's (hash-checked). */
+  exact: boolean;
+  /** Same as `exact`. */
+  final: boolean;
+  /** Where the files came from. */
+  source: 'network' | 'cache' | 'mixed';
+  /** Why the stream stopped early, if it did (the model keeps this stage). */
+  error: string | null;
+}
+
+export interface Progress {
+  file: 'base' | 'stream';
+  loaded: number;
+  /** 0 when unknown. */
+  total: number;
+}
+
+export interface RetryInfo {
+  attempt: number;
+  /** Byte offset the resumed (Range) request starts at. */
+  offset: number;
+  error: P2uError;
+}
+
+export interface LoadOptions {
+  /** Bytes received so far, per file. */
+  onProgress?: (p: Progress) => void;
+  /** Called when the base runs and after every applied chunk. */
+  onStage?: (s: StageStatus) => void;
+  /** Called before a resumed request after a network failure. */
+  onRetry?: (r: RetryInfo) => void;
+  /** Aborts the download: before the base runs `load()` rejects; after, the
+   * model keeps its stage and `finalized` rejects with kind 'abort'. */
+  signal?: AbortSignal;
+  /** Concrete input shape(s), e.g. [1, 3, 224, 224] (default: as declared). */
+  inputDims?: number[] | number[][];
+  /** Cache API cache name, or false for none (default 'p2u-v1'). */
+  cache?: string | boolean;
+  /** Network retries of the stream, each resuming where it stopped (default 3). */
+  retries?: number;
+  /** Delay before retry n is n × this (default 500). */
+  retryDelayMs?: number;
+  /** With both files cached, resolve only once the exact model runs (default true). */
+  waitForCached?: boolean;
+  /** Target duration of one patching step (default 8 ms). */
+  stepMs?: number;
+  /** Work this long before yielding to the event loop (default 12 ms). */
+  sliceMs?: number;
+  /** Once exact, 'constants' (default) rebuilds the plan with constant
+   * weights (fastest inference; one long task, run it in a worker) and
+   * 'inputs' keeps the refining plan (no rebuild). */
+  finalPlan?: 'constants' | 'inputs';
+  /** Where the .wasm file is (default: next to the package's JS). */
+  wasm?: string | URL | Response | WebAssembly.Module;
+}
+
+/** Integer inputs are mapped to floats: `range` (default: the type's full
+ * range) or a display `window` onto `to` (default [0, 1]). */
+export interface Normalize {
+  range?: [number, number];
+  window?: { center: number; width: number };
+  to?: [number, number];
+  /** Clamp into `to` (always on for `window`). */
+  clamp?: boolean;
+}
+
+export interface RunOptions {
+  normalize?: Normalize;
+}
+
+export interface Output {
+  data: Float32Array;
+  dims: number[];
+}
+
+/** One inference and the stage of the weights that produced it. */
+export interface RunResult {
+  /** First output's values and shape. */
+  output: Float32Array;
+  dims: number[];
+  /** Every output, in model order. */
+  outputs: Output[];
+  stage: number;
+  stages: number;
+  chunksApplied: number;
+  chunksTotal: number;
+  exact: boolean;
+  /** True when produced by the exact original weights. */
+  final: boolean;
+  source: 'network' | 'cache' | 'mixed';
+}
+
+export type ModelInput = Float32Array | Uint8Array | Uint8ClampedArray | Uint16Array | Int16Array;
+
+/** A model usable now that refines itself as its stream arrives. */
+export interface ProgressiveModel {
+  readonly status: StageStatus;
+  readonly stage: number;
+  readonly final: boolean;
+  /** Resolves once exact; rejects with a P2uError if the stream failed for good. */
+  readonly finalized: Promise<StageStatus>;
+  readonly manifest: unknown | null;
+  readonly source: 'network' | 'cache' | 'mixed';
+  /** Milliseconds from load() until the model could run. */
+  readonly timeToFirstRun: number;
+  /** Why the stream stopped early, if it did. */
+  readonly error: P2uError | null;
+  /** Set when final: how long the final constant-weights rebuild took. */
+  readonly rebuildMs?: number;
+  /** Set when final: the longest single patching step, in ms. */
+  readonly longestStepMs?: number;
+  run(input: ModelInput, dims: ArrayLike<number>, options?: RunOptions): Promise<RunResult>;
+  /** Stops downloading; the model keeps serving its current stage. */
+  stop(reason?: unknown): void;
+  /** Stops and frees everything. */
+  dispose(): void;
+}
+
+export class P2uModel implements ProgressiveModel {
+  private constructor();
+  readonly status: StageStatus;
+  readonly stage: number;
+  readonly final: boolean;
+  readonly finalized: Promise<StageStatus>;
+  readonly manifest: unknown | null;
+  readonly source: 'network' | 'cache' | 'mixed';
+  readonly timeToFirstRun: number;
+  readonly error: P2uError | null;
+  readonly rebuildMs?: number;
+  readonly longestStepMs?: number;
+  run(input: ModelInput, dims: ArrayLike<number>, options?: RunOptions): Promise<RunResult>;
+  stop(reason?: unknown): void;
+  dispose(): void;
+}
+
+export class P2uWorkerModel implements ProgressiveModel {
+  private constructor();
+  readonly status: StageStatus;
+  readonly stage: number;
+  readonly final: boolean;
+  readonly finalized: Promise<StageStatus>;
+  readonly manifest: unknown | null;
+  readonly source: 'network' | 'cache' | 'mixed';
+  readonly timeToFirstRun: number;
+  readonly error: P2uError | null;
+  readonly rebuildMs?: number;
+  readonly longestStepMs?: number;
+  run(input: ModelInput, dims: ArrayLike<number>, options?: RunOptions): Promise<RunResult>;
+  stop(): void;
+  dispose(): void;
+}
+
+/** A manifest URL (NAME.json) or the two file URLs. */
+export type ModelSource = string | URL | { base: string | URL; stream: string | URL };
+
+/** Loads progressively; resolves once the base runs. */
+export function load(source: ModelSource, options?: LoadOptions): Promise<P2uModel>;
+
+/** As {@link load}, with the model in a module Web Worker. */
+export function loadInWorker(source: ModelSource, options?: LoadOptions & { workerUrl?: string | URL }): Promise<P2uWorkerModel>;
+
+/** Starts loading the wasm runtime early (load() does it anyway). */
+export function init(wasm?: string | URL | Response | WebAssembly.Module): Promise<unknown>;
+
+export const version: string;
+export const DEFAULT_CACHE: string;
+
+/** A plain (non-progressive) ONNX model in the same tract-wasm runtime. */
+export interface PlainModel {
+  run(input: Float32Array, dims: ArrayLike<number>): Promise<{ outputs: Output[] }>;
+  dispose(): void;
+}
+
+/** Builds a plain ONNX model in tract-wasm (a baseline for comparisons). */
+export function loadOnnx(bytes: Uint8Array | ArrayBuffer, options?: { inputDims?: number[] | number[][]; wasm?: string | URL | Response | WebAssembly.Module }): Promise<PlainModel>;

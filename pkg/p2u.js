@@ -1,0 +1,690 @@
+// p2u — progressive model delivery for the browser.
+//
+// `load()` fetches a p2u model (manifest → low-bit base ONNX → residual
+// stream), resolves as soon as the base runs, and keeps refining the live
+// model in place as stream bytes arrive, in short tasks, until its weights
+// are the original ones bit for bit. Everything heavy happens in the wasm
+// runtime (`./wasm/`); this file does the fetching, caching, retries and
+// scheduling.
+
+import initWasm, { WasmModel, WasmPlainModel } from './wasm/p2u_wasm.js';
+
+/** Version of this package (also sent nowhere; for diagnostics). */
+export const version = '0.1.0';
+
+/** Default name of the Cache API cache that holds completed files. */
+export const DEFAULT_CACHE = 'p2u-v1';
+
+/** An error from p2u: `kind` says what went wrong ('network', 'abort',
+ * 'header', 'chunk', 'truncated', 'mismatch', 'invalid', 'engine', …). */
+export class P2uError extends Error {
+  constructor(message, kind, options) {
+    super(message, options);
+    this.name = 'P2uError';
+    this.kind = kind;
+  }
+}
+
+function asP2uError(e, fallbackKind = 'internal') {
+  if (e instanceof P2uError) return e;
+  if (e && e.name === 'AbortError') return new P2uError('load aborted', 'abort', { cause: e });
+  if (e && e.name === 'P2uError') return new P2uError(e.message, e.kind || fallbackKind, { cause: e });
+  if (e instanceof WebAssembly.RuntimeError) {
+    return new P2uError(`internal error in the wasm runtime (a bug, please report): ${e.message}`, 'internal', { cause: e });
+  }
+  return new P2uError(String(e && e.message ? e.message : e), fallbackKind, { cause: e });
+}
+
+let wasmReady = null;
+
+/** Loads the wasm runtime once (done by `load()` itself; call it early to
+ * overlap the download). `wasm` may be a URL, Response or Module. */
+export function init(wasm) {
+  wasmReady ??= initWasm(wasm === undefined ? undefined : { module_or_path: wasm });
+  return wasmReady;
+}
+
+const now = () => (globalThis.performance ? performance.now() : Date.now());
+
+/** Gives the event loop a turn (input, rendering, other tasks). */
+function yieldToEventLoop() {
+  if (globalThis.scheduler && typeof scheduler.yield === 'function') return scheduler.yield();
+  if (typeof MessageChannel === 'function') {
+    return new Promise((resolve) => {
+      const ch = new MessageChannel();
+      ch.port1.onmessage = () => {
+        ch.port1.close();
+        resolve();
+      };
+      ch.port2.postMessage(0);
+    });
+  }
+  return new Promise((resolve) => setTimeout(resolve, 0));
+}
+
+function sleep(ms, signal) {
+  return new Promise((resolve, reject) => {
+    const t = setTimeout(resolve, ms);
+    signal?.addEventListener('abort', () => {
+      clearTimeout(t);
+      reject(signal.reason ?? new DOMException('aborted', 'AbortError'));
+    }, { once: true });
+  });
+}
+
+async function openCache(option) {
+  if (option === false || !globalThis.caches) return null;
+  try {
+    return await caches.open(typeof option === 'string' ? option : DEFAULT_CACHE);
+  } catch {
+    return null; // e.g. opaque origins, private modes: run without a cache
+  }
+}
+
+/** A cached copy of `url` if it is complete and matches `sha256` (when known). */
+async function cached(cache, url, sha256) {
+  if (!cache) return null;
+  const hit = await cache.match(url);
+  if (!hit) return null;
+  if (sha256 && hit.headers.get('x-p2u-sha256') !== sha256) {
+    await cache.delete(url);
+    return null;
+  }
+  return hit;
+}
+
+/** Stores a completed file in the cache (errors only cost the cache). */
+async function store(cache, url, bytesOrStream, sha256, length) {
+  if (!cache) return;
+  const headers = { 'content-type': 'application/octet-stream', 'content-length': String(length) };
+  if (sha256) headers['x-p2u-sha256'] = sha256;
+  try {
+    await cache.put(url, new Response(bytesOrStream, { headers }));
+  } catch {
+    /* quota, or the tee'd download failed: nothing stored */
+  }
+}
+
+function httpError(url, res) {
+  const e = new P2uError(`GET ${url}: HTTP ${res.status} ${res.statusText}`, 'network');
+  e.status = res.status;
+  return e;
+}
+
+async function fetchOk(url, init) {
+  let res;
+  try {
+    res = await fetch(url, init);
+  } catch (e) {
+    if (init?.signal?.aborted) throw asP2uError(init.signal.reason ?? e, 'abort');
+    throw new P2uError(`GET ${url}: ${e.message}`, 'network', { cause: e });
+  }
+  if (!res.ok) throw httpError(url, res);
+  return res;
+}
+
+/** Reads a whole response into one buffer, reporting progress. */
+async function readAll(res, total, onBytes) {
+  const reader = res.body.getReader();
+  let buf = new Uint8Array(total > 0 ? total : 1 << 20);
+  let len = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    if (len + value.length > buf.length) {
+      const bigger = new Uint8Array(Math.max(buf.length * 2, len + value.length));
+      bigger.set(buf.subarray(0, len));
+      buf = bigger;
+    }
+    buf.set(value, len);
+    len += value.length;
+    onBytes(len);
+  }
+  return buf.subarray(0, len);
+}
+
+function resolveFiles(source) {
+  if (typeof source === 'string' || source instanceof URL) {
+    const base = new URL(String(source), globalThis.location?.href);
+    return { manifestUrl: base.href };
+  }
+  if (source && source.base && source.stream) {
+    const here = globalThis.location?.href;
+    return { baseUrl: new URL(String(source.base), here).href, streamUrl: new URL(String(source.stream), here).href };
+  }
+  throw new P2uError('load() takes a manifest URL (NAME.json) or { base, stream } URLs', 'invalid');
+}
+
+function inputShapes(inputDims) {
+  if (!inputDims) return { dims: new Uint32Array(0), ranks: new Uint32Array(0) };
+  const shapes = Array.isArray(inputDims[0]) ? inputDims : [inputDims];
+  return { dims: Uint32Array.from(shapes.flat()), ranks: Uint32Array.from(shapes.map((s) => s.length)) };
+}
+
+const RAW_RANGES = {
+  Uint8Array: [0, 255],
+  Uint8ClampedArray: [0, 255],
+  Uint16Array: [0, 65535],
+  Int16Array: [-32768, 32767],
+};
+
+/** `[lo, hi, to0, to1, clamp]` for an integer input. */
+function normalizationArgs(input, normalize = {}) {
+  const to = normalize.to ?? [0, 1];
+  if (normalize.window) {
+    const { center, width } = normalize.window;
+    return [center - width / 2, center + width / 2, to[0], to[1], true];
+  }
+  const range = normalize.range ?? RAW_RANGES[input.constructor.name];
+  return [range[0], range[1], to[0], to[1], normalize.clamp ?? false];
+}
+
+/**
+ * A model that is usable now and refines itself as its stream arrives.
+ * Created by {@link load}.
+ */
+export class P2uModel {
+  #wasm;
+  #status;
+  #listeners = new Set();
+  #disposed = false;
+  #abort = new AbortController();
+  #finalized;
+  #settle;
+
+  /** @internal */
+  constructor(wasm, info) {
+    this.#wasm = wasm;
+    /** The manifest (stages, byte counts, errors per stage) if loaded from one. */
+    this.manifest = info.manifest ?? null;
+    /** Where the files came from: 'network', 'cache' or 'mixed'. */
+    this.source = info.source;
+    /** Milliseconds from `load()` until the base could run. */
+    this.timeToFirstRun = info.timeToFirstRun;
+    /** Why the stream stopped early (the model keeps its last good stage). */
+    this.error = null;
+    this.#status = this.#readStatus();
+    this.#finalized = new Promise((resolve, reject) => (this.#settle = { resolve, reject }));
+    this.#finalized.catch(() => {}); // rejection is reported via .error too
+  }
+
+  #readStatus() {
+    if (this.#disposed) return { ...this.#status, error: this.error?.message ?? null };
+    const s = this.#wasm.status();
+    return { ...s, final: s.exact, source: this.source, error: this.error?.message ?? null };
+  }
+
+  /** The weights' progression: `{ stage, stages, chunksApplied, chunksTotal,
+   * exact, final, source, error }`. */
+  get status() {
+    return this.#status;
+  }
+
+  /** Current stage (0 = base). */
+  get stage() {
+    return this.#status.stage;
+  }
+
+  /** True once the weights are bit-identical to the original model's. */
+  get final() {
+    return this.#status.exact;
+  }
+
+  /** Resolves with the final status once the model is exact; rejects with a
+   * P2uError if the stream failed for good (the model keeps serving its
+   * last good stage). */
+  get finalized() {
+    return this.#finalized;
+  }
+
+  /** The abort signal that stops the stream (internal wiring). */
+  get _signal() {
+    return this.#abort.signal;
+  }
+
+  /** @internal */
+  _emit(kind, value) {
+    if (kind === 'stage') this.#status = this.#readStatus();
+    for (const l of this.#listeners) l(kind, value);
+  }
+
+  /** @internal */
+  _onEvent(fn) {
+    this.#listeners.add(fn);
+  }
+
+  /** @internal */
+  _wasm() {
+    if (this.#disposed) throw new P2uError('model was disposed', 'disposed');
+    return this.#wasm;
+  }
+
+  /** @internal */
+  _finish(error) {
+    this.#status = this.#readStatus();
+    if (error) {
+      this.error = error;
+      this.#status = this.#readStatus();
+      this.#settle.reject(error);
+    } else {
+      this.#settle.resolve(this.#status);
+    }
+  }
+
+  /**
+   * Runs the model on one input and says which stage produced the result.
+   * @param input Float32Array, or Uint8/Uint16/Int16 pixels mapped to floats
+   *   by `options.normalize` (default: the type's full range onto [0, 1]).
+   * @param dims the input's shape, e.g. [1, 3, 224, 224].
+   * @param options `{ normalize: { range: [lo, hi] } | { window: { center, width } }, to?: [a, b], clamp? }`
+   */
+  async run(input, dims, options = {}) {
+    const wasm = this._wasm();
+    const d = Uint32Array.from(dims);
+    let r;
+    try {
+      if (input instanceof Float32Array) {
+        r = wasm.runF32(input, d);
+      } else if (input instanceof Uint8Array || input instanceof Uint8ClampedArray) {
+        r = wasm.runU8(input, d, ...normalizationArgs(input, options.normalize));
+      } else if (input instanceof Uint16Array) {
+        r = wasm.runU16(input, d, ...normalizationArgs(input, options.normalize));
+      } else if (input instanceof Int16Array) {
+        r = wasm.runI16(input, d, ...normalizationArgs(input, options.normalize));
+      } else {
+        throw new P2uError('input must be a Float32Array, Uint8Array, Uint16Array or Int16Array', 'invalid');
+      }
+    } catch (e) {
+      throw asP2uError(e, 'engine');
+    }
+    this.#status = this.#readStatus();
+    return { ...r, source: this.source };
+  }
+
+  /** Stops downloading; the model keeps serving its current stage and
+   * `finalized` rejects with a P2uError of kind 'abort'. */
+  stop(reason) {
+    if (!this.#abort.signal.aborted) this.#abort.abort(reason ?? new P2uError('stream stopped', 'abort'));
+  }
+
+  /** Stops the stream and frees the wasm memory. Safe to call twice. */
+  dispose() {
+    if (this.#disposed) return;
+    this.stop(new P2uError('model was disposed', 'abort'));
+    this.#disposed = true;
+    this.#wasm.free();
+  }
+}
+
+/**
+ * Applies stream bytes in steps of bounded work, yielding to the event loop
+ * whenever a slice of `sliceMs` is used up. The weight budget per step adapts
+ * so that one step stays near `stepMs`.
+ */
+class Patcher {
+  constructor(model, options) {
+    this.model = model;
+    this.stepMs = options.stepMs ?? 8;
+    this.sliceMs = options.sliceMs ?? 12;
+    this.budget = 1 << 16;
+    this.longestStepMs = 0;
+    this.onStage = options.onStage;
+    this.lastApplied = -1;
+  }
+
+  async push(bytes) {
+    const wasm = this.model._wasm();
+    wasm.push(bytes);
+    let slice = now();
+    for (;;) {
+      const t0 = now();
+      const more = this.model._wasm().step(this.budget);
+      const dt = now() - t0;
+      this.longestStepMs = Math.max(this.longestStepMs, dt);
+      // Only steps that used their whole budget (a decode still under way)
+      // say how fast weights go; small chunks finish early and say nothing.
+      if (this.model._wasm().busy) {
+        if (dt > this.stepMs && this.budget > 1024) this.budget >>= 1;
+        else if (dt < this.stepMs / 2 && this.budget < 1 << 22) this.budget <<= 1;
+      }
+      this.#report();
+      if (!more) break;
+      if (now() - slice > this.sliceMs) {
+        await yieldToEventLoop();
+        slice = now();
+      }
+    }
+  }
+
+  #report() {
+    const s = this.model._wasm().status();
+    if (s.chunksApplied !== this.lastApplied) {
+      this.lastApplied = s.chunksApplied;
+      this.model._emit('stage');
+      this.onStage?.(this.model.status);
+    }
+  }
+}
+
+/**
+ * Streams the residual file into the model: resumes with a Range request
+ * from the first missing byte after a network failure (up to `retries`
+ * times), stores the completed file in the cache.
+ */
+async function streamInto(model, url, opts, cache, sha256, total) {
+  const signal = model._signal;
+  const patcher = new Patcher(model, opts);
+  const progress = (loaded) => opts.onProgress?.({ file: 'stream', loaded, total });
+  let attempt = 0;
+  let fromCache = false;
+  for (;;) {
+    const offset = model._wasm().received;
+    try {
+      let res = offset === 0 ? await cached(cache, url, sha256) : null;
+      fromCache = !!res;
+      let skip = 0;
+      if (!res) {
+        const headers = offset > 0 ? { Range: `bytes=${offset}-` } : {};
+        res = await fetchOk(url, { signal, headers, cache: 'no-store' });
+        if (offset > 0 && res.status !== 206) skip = offset; // server ignored Range
+        if (offset === 0 && cache) {
+          const [mine, forCache] = res.body.tee();
+          store(cache, url, forCache, sha256, total);
+          res = new Response(mine);
+        }
+      }
+      const reader = res.body.getReader();
+      signal.addEventListener('abort', () => reader.cancel().catch(() => {}), { once: true });
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (signal.aborted) throw signal.reason;
+        if (done) break;
+        let bytes = value;
+        if (skip > 0) {
+          const n = Math.min(skip, bytes.length);
+          skip -= n;
+          bytes = bytes.subarray(n);
+          if (bytes.length === 0) continue;
+        }
+        await patcher.push(bytes);
+        progress(model._wasm().received);
+      }
+      model._wasm().finishStream();
+      return { fromCache, longestStepMs: patcher.longestStepMs };
+    } catch (e) {
+      if (signal.aborted) throw asP2uError(signal.reason ?? e, 'abort');
+      const err = asP2uError(e, 'network');
+      // Bad data never gets better by retrying; a network failure may.
+      const retriable = err.kind === 'network' || err.kind === 'truncated';
+      if (!retriable || attempt >= (opts.retries ?? 3)) throw err;
+      attempt += 1;
+      opts.onRetry?.({ attempt, offset: model._wasm().received, error: err });
+      await sleep((opts.retryDelayMs ?? 500) * attempt, signal);
+    }
+  }
+}
+
+/**
+ * Builds a plain ONNX model (no progression) in the same tract-wasm runtime:
+ * the baseline to compare p2u against, or a stage exported by `p2u export`.
+ * @param bytes the ONNX file's bytes.
+ * @param options `{ inputDims, wasm }`.
+ */
+export async function loadOnnx(bytes, options = {}) {
+  await init(options.wasm);
+  const { dims, ranks } = inputShapes(options.inputDims);
+  let m;
+  try {
+    m = new WasmPlainModel(bytes instanceof Uint8Array ? bytes : new Uint8Array(bytes), dims, ranks);
+  } catch (e) {
+    throw asP2uError(e, 'onnx');
+  }
+  return {
+    async run(input, shape) {
+      try {
+        return m.runF32(input, Uint32Array.from(shape));
+      } catch (e) {
+        throw asP2uError(e, 'engine');
+      }
+    },
+    dispose() {
+      m?.free();
+      m = null;
+    },
+  };
+}
+
+/**
+ * Loads a p2u model progressively.
+ *
+ * @param source URL of the manifest (`NAME.json`, next to NAME.base.onnx and
+ *   NAME.p2u), or `{ base, stream }` URLs.
+ * @param options `{ onProgress, onStage, onRetry, signal, inputDims, cache,
+ *   retries, retryDelayMs, wasm, waitForCached }` — see p2u.d.ts.
+ * @returns a promise of a {@link P2uModel} that resolves once the base runs
+ *   (or, with everything in the cache, once the exact model runs).
+ */
+export async function load(source, options = {}) {
+  const t0 = now();
+  const { signal } = options;
+  if (signal?.aborted) throw asP2uError(signal.reason ?? new DOMException('aborted', 'AbortError'), 'abort');
+  let files = resolveFiles(source);
+  const [, cache] = await Promise.all([init(options.wasm), openCache(options.cache ?? true)]);
+  let manifest = null;
+  if (files.manifestUrl) {
+    let text;
+    try {
+      text = await (await fetchOk(files.manifestUrl, { signal })).text();
+      store(cache, files.manifestUrl, text, null, new TextEncoder().encode(text).length);
+    } catch (e) {
+      // Offline (not an HTTP error): a cached manifest lets cached files serve.
+      const hit = e.kind === 'network' && !e.status ? await cached(cache, files.manifestUrl) : null;
+      if (!hit) throw asP2uError(e, 'network');
+      text = await hit.text();
+    }
+    try {
+      manifest = JSON.parse(text);
+    } catch (e) {
+      throw new P2uError(`${files.manifestUrl} is not a p2u manifest (JSON): ${e.message}`, 'invalid', { cause: e });
+    }
+    if (!manifest?.base?.file || !manifest?.stream?.file) {
+      throw new P2uError(`${files.manifestUrl} is not a p2u manifest (no base/stream files)`, 'invalid');
+    }
+    files = {
+      baseUrl: new URL(manifest.base.file, files.manifestUrl).href,
+      streamUrl: new URL(manifest.stream.file, files.manifestUrl).href,
+    };
+  }
+  const baseSha = manifest?.base?.sha256;
+  const streamSha = manifest?.stream?.sha256;
+
+  let baseRes = await cached(cache, files.baseUrl, baseSha);
+  const baseFromCache = !!baseRes;
+  if (!baseRes) baseRes = await fetchOk(files.baseUrl, { signal });
+  const baseTotal = manifest?.base?.bytes ?? Number(baseRes.headers.get('content-length') ?? 0);
+  let base;
+  try {
+    base = await readAll(baseRes, baseTotal, (loaded) => options.onProgress?.({ file: 'base', loaded, total: baseTotal }));
+  } catch (e) {
+    throw asP2uError(signal?.aborted ? signal.reason ?? e : e, signal?.aborted ? 'abort' : 'network');
+  }
+  if (!baseFromCache) store(cache, files.baseUrl, base, baseSha, base.length);
+
+  const { dims, ranks } = inputShapes(options.inputDims);
+  let wasm;
+  try {
+    wasm = new WasmModel(base, dims, ranks, (options.finalPlan ?? 'constants') === 'inputs');
+  } catch (e) {
+    throw asP2uError(e, 'onnx');
+  }
+  base = null;
+  const streamCached = !!(await cached(cache, files.streamUrl, streamSha));
+  const model = new P2uModel(wasm, {
+    manifest,
+    source: baseFromCache && streamCached ? 'cache' : baseFromCache || streamCached ? 'mixed' : 'network',
+    timeToFirstRun: now() - t0,
+  });
+  signal?.addEventListener('abort', () => model.stop(asP2uError(signal.reason, 'abort')), { once: true });
+  options.onStage?.(model.status);
+
+  const streaming = streamInto(model, files.streamUrl, options, cache, streamSha, manifest?.stream?.bytes ?? 0).then(
+    async (info) => {
+      const t = now();
+      try {
+        model._wasm().refresh(); // the final plan, with the weights as constants
+      } catch (e) {
+        model._finish(asP2uError(e, 'engine'));
+        return;
+      }
+      model.rebuildMs = now() - t;
+      model.longestStepMs = info.longestStepMs;
+      model._emit('stage');
+      model._finish(null);
+      options.onStage?.(model.status);
+    },
+    (e) => {
+      model._finish(asP2uError(e, 'network'));
+      options.onStage?.(model.status);
+    },
+  );
+  if (streamCached && baseFromCache && (options.waitForCached ?? true)) {
+    await streaming;
+    model.timeToFirstRun = now() - t0;
+  }
+  return model;
+}
+
+/**
+ * The same model as {@link P2uModel}, living in a Web Worker: downloading,
+ * patching and inference never block the page. Created by {@link loadInWorker}.
+ */
+export class P2uWorkerModel {
+  #worker;
+  #status;
+  #pending = new Map();
+  #nextId = 1;
+  #finalized;
+
+  /** @internal */
+  constructor(worker, loaded, finalized, onMessage) {
+    this.#worker = worker;
+    this.#status = loaded.status;
+    this.manifest = loaded.manifest;
+    this.source = loaded.source;
+    this.timeToFirstRun = loaded.timeToFirstRun;
+    this.error = null;
+    this.#finalized = finalized;
+    onMessage((msg) => {
+      if (msg.type === 'stage' || msg.type === 'final' || msg.type === 'failed') this.#status = msg.status;
+      if (msg.type === 'final') {
+        this.rebuildMs = msg.rebuildMs;
+        this.longestStepMs = msg.longestStepMs;
+      }
+      if (msg.type === 'failed') this.error = new P2uError(msg.error.message, msg.error.kind);
+      if (msg.type === 'result' || msg.type === 'runError') {
+        const p = this.#pending.get(msg.id);
+        this.#pending.delete(msg.id);
+        if (msg.type === 'result') {
+          this.#status = { ...this.#status, stage: msg.result.stage, exact: msg.result.exact, final: msg.result.final };
+          p?.resolve(msg.result);
+        } else p?.reject(new P2uError(msg.error.message, msg.error.kind));
+      }
+    });
+  }
+
+  /** See {@link P2uModel#status}. */
+  get status() {
+    return this.#status;
+  }
+
+  /** Current stage (0 = base). */
+  get stage() {
+    return this.#status.stage;
+  }
+
+  /** True once the weights are bit-identical to the original model's. */
+  get final() {
+    return this.#status.exact;
+  }
+
+  /** See {@link P2uModel#finalized}. */
+  get finalized() {
+    return this.#finalized;
+  }
+
+  /** Runs the model in the worker (the input is copied there). */
+  run(input, dims, options = {}) {
+    if (!this.#worker) return Promise.reject(new P2uError('model was disposed', 'disposed'));
+    const id = this.#nextId++;
+    return new Promise((resolve, reject) => {
+      this.#pending.set(id, { resolve, reject });
+      this.#worker.postMessage({ type: 'run', id, input, dims: Array.from(dims), options });
+    });
+  }
+
+  /** Stops downloading; the model keeps serving its current stage. */
+  stop() {
+    this.#worker?.postMessage({ type: 'stop' });
+  }
+
+  /** Terminates the worker. */
+  dispose() {
+    if (!this.#worker) return;
+    this.#worker.terminate();
+    this.#worker = null;
+    for (const p of this.#pending.values()) p.reject(new P2uError('model was disposed', 'disposed'));
+    this.#pending.clear();
+  }
+}
+
+/**
+ * Like {@link load}, but the model runs in a module Web Worker
+ * (`worker.js` of this package, or `options.workerUrl`). Callbacks
+ * (onProgress, onStage, onRetry) and `signal` work as with `load()`.
+ */
+export function loadInWorker(source, options = {}) {
+  const { onProgress, onStage, onRetry, signal, workerUrl, ...rest } = options;
+  const here = globalThis.location?.href;
+  const resolved =
+    typeof source === 'string' || source instanceof URL
+      ? new URL(String(source), here).href
+      : { base: new URL(String(source.base), here).href, stream: new URL(String(source.stream), here).href };
+  if (rest.wasm !== undefined) rest.wasm = new URL(String(rest.wasm), here).href;
+  const worker = new Worker(workerUrl ?? new URL('./worker.js', import.meta.url), { type: 'module' });
+  const handlers = new Set();
+  let settleFinal;
+  const finalized = new Promise((resolve, reject) => (settleFinal = { resolve, reject }));
+  finalized.catch(() => {});
+  return new Promise((resolve, reject) => {
+    worker.onerror = (e) => reject(new P2uError(`worker failed to start: ${e.message ?? e}`, 'internal'));
+    worker.onmessage = ({ data: msg }) => {
+      for (const h of handlers) h(msg);
+      switch (msg.type) {
+        case 'progress':
+          onProgress?.(msg.progress);
+          break;
+        case 'stage':
+          onStage?.(msg.status);
+          break;
+        case 'retry':
+          onRetry?.({ ...msg.retry, error: new P2uError(msg.retry.error.message, msg.retry.error.kind) });
+          break;
+        case 'loaded':
+          resolve(new P2uWorkerModel(worker, msg, finalized, (h) => handlers.add(h)));
+          break;
+        case 'loadError':
+          worker.terminate();
+          reject(new P2uError(msg.error.message, msg.error.kind));
+          break;
+        case 'final':
+          settleFinal.resolve(msg.status);
+          break;
+        case 'failed':
+          settleFinal.reject(new P2uError(msg.error.message, msg.error.kind));
+          break;
+      }
+    };
+    signal?.addEventListener('abort', () => worker.postMessage({ type: 'stop' }), { once: true });
+    worker.postMessage({ type: 'load', source: resolved, options: rest });
+  });
+}
