@@ -7,6 +7,11 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v zstd >/dev/null || need_apt+=(zstd)
 command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
+# browser tests: Debian's Chromium + ChromeDriver (test tools cannot download browsers here)
+command -v chromium >/dev/null || need_apt+=(chromium)
+command -v chromedriver >/dev/null || need_apt+=(chromium-driver)
+command -v node >/dev/null || need_apt+=(nodejs)
+command -v npm >/dev/null || need_apt+=(npm)
 if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -qq && apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
@@ -14,5 +19,17 @@ fi
 if ! python3 -c "import onnx, onnxruntime, numpy" 2>/dev/null; then
   python3 -m pip install --quiet --root-user-action=ignore "onnx==1.23.2" "onnxruntime==1.32.0" "numpy<3"
 fi
+
+# wasm: the target, and the wasm-bindgen CLI at exactly the version Cargo.toml pins
+rustup target add wasm32-unknown-unknown >/dev/null 2>&1
+wbg=$(grep -Eo 'wasm-bindgen = "=[0-9.]+"' Cargo.toml | grep -Eo '[0-9]+\.[0-9]+\.[0-9]+')
+if [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$wbg" ] \
+  || ! command -v wasm-bindgen-test-runner >/dev/null; then
+  # not --locked: the CLI's lock file names a yanked crate (ENVIRONMENT.md)
+  cargo install --quiet wasm-bindgen-cli --version "$wbg"
+fi
+
+# browser test tools (playwright-core drives /usr/bin/chromium; onnxruntime-web is the benchmark's peer)
+(cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 
 bash .ci/fetch-models

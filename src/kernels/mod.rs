@@ -229,6 +229,8 @@ pub fn pack(codes: &[u8], bits: u8) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
+    //! Also run in wasm (Node and Chromium) by wasm-bindgen-test, where
+    //! `Path::Simd` is the simd128 kernel.
     use super::*;
 
     fn lcg(seed: &mut u64) -> u32 {
@@ -236,7 +238,8 @@ mod tests {
         (*seed >> 33) as u32
     }
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn simd_matches_scalar_bit_for_bit() {
         let mut seed = 7;
         for bits in 1..=8u8 {
@@ -263,7 +266,8 @@ mod tests {
         }
     }
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn pack_unpack_roundtrip() {
         let mut seed = 1;
         for bits in 1..=8u8 {
@@ -278,7 +282,8 @@ mod tests {
         }
     }
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn four_bit_packing_is_onnx_int4_layout() {
         assert_eq!(pack(&[0x3, 0xA, 0x1], 4), vec![0xA3, 0x01]);
     }

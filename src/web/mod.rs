@@ -42,10 +42,14 @@ fn runtime_options(input_dims: &[u32], input_ranks: &[u32]) -> Result<RuntimeOpt
     let mut shapes = vec![];
     let mut dims = input_dims.iter().map(|&d| d as usize);
     for &rank in input_ranks {
-        shapes.push(dims.by_ref().take(rank as usize).collect::<Vec<_>>());
+        let shape: Vec<usize> = dims.by_ref().take(rank as usize).collect();
+        if shape.len() != rank as usize {
+            return Err(js_error(Error::Invalid(format!("input dims {input_dims:?} do not match their ranks {input_ranks:?}"))));
+        }
+        shapes.push(shape);
     }
-    if shapes.iter().map(Vec::len).sum::<usize>() != input_dims.len() {
-        return Err(js_error(Error::Invalid("input dims do not match their ranks".into())));
+    if dims.next().is_some() {
+        return Err(js_error(Error::Invalid(format!("input dims {input_dims:?} do not match their ranks {input_ranks:?}"))));
     }
     Ok(RuntimeOptions { input_shapes: shapes, ..Default::default() })
 }
