@@ -188,13 +188,14 @@ export class P2uModel {
   #status;
   #listeners = new Set();
   #disposed = false;
-  #abort = new AbortController();
+  #abort;
   #finalized;
   #settle;
 
   /** @internal */
   constructor(wasm, info) {
     this.#wasm = wasm;
+    this.#abort = info.abort ?? new AbortController();
     /** The manifest (stages, byte counts, errors per stage) if loaded from one. */
     this.manifest = info.manifest ?? null;
     /** Where the files came from: 'network', 'cache' or 'mixed'. */
@@ -326,7 +327,8 @@ class Patcher {
     this.model = model;
     this.stepMs = options.stepMs ?? 8;
     this.sliceMs = options.sliceMs ?? 12;
-    this.budget = 1 << 16;
+    this.budget = 1 << 15;
+    this.rate = undefined;
     this.longestStepMs = 0;
     this.onStage = options.onStage;
     this.lastApplied = -1;
@@ -341,11 +343,13 @@ class Patcher {
       const more = this.model._wasm().step(this.budget);
       const dt = now() - t0;
       this.longestStepMs = Math.max(this.longestStepMs, dt);
+      if (globalThis.__p2uSlow && dt > 30) globalThis.__p2uSlow.push({ dt, budget: this.budget, busy: this.model._wasm().busy, s: this.model._wasm().status() });
       // Only steps that used their whole budget (a decode still under way)
-      // say how fast weights go; small chunks finish early and say nothing.
-      if (this.model._wasm().busy) {
-        if (dt > this.stepMs && this.budget > 1024) this.budget >>= 1;
-        else if (dt < this.stepMs / 2 && this.budget < 1 << 22) this.budget <<= 1;
+      // say how fast weights go; keep the slowest rate seen, allowed to
+      // recover by a quarter per step, and size the next step from it.
+      if (this.model._wasm().busy && dt >= 1) {
+        this.rate = Math.min(this.budget / dt, (this.rate ?? Infinity) * 1.25);
+        this.budget = Math.max(1024, Math.min(1 << 22, Math.floor(this.rate * this.stepMs)));
       }
       this.#report();
       if (!more) break;
@@ -371,7 +375,7 @@ class Patcher {
  * from the first missing byte after a network failure (up to `retries`
  * times), stores the completed file in the cache.
  */
-async function streamInto(model, url, opts, cache, sha256, total) {
+async function streamInto(model, url, opts, cache, sha256, total, started) {
   const signal = model._signal;
   const patcher = new Patcher(model, opts);
   const progress = (loaded) => opts.onProgress?.({ file: 'stream', loaded, total });
@@ -385,7 +389,8 @@ async function streamInto(model, url, opts, cache, sha256, total) {
       let skip = 0;
       if (!res) {
         const headers = offset > 0 ? { Range: `bytes=${offset}-` } : {};
-        res = await fetchOk(url, { signal, headers, cache: 'no-store' });
+        const first = offset === 0 && attempt === 0 ? started : null;
+        res = await (first ?? fetchOk(url, { signal, headers, cache: 'no-store' }));
         if (offset > 0 && res.status !== 206) skip = offset; // server ignored Range
         if (offset === 0 && cache) {
           const [mine, forCache] = res.body.tee();
@@ -468,8 +473,24 @@ export async function load(source, options = {}) {
   const t0 = now();
   const { signal } = options;
   if (signal?.aborted) throw asP2uError(signal.reason ?? new DOMException('aborted', 'AbortError'), 'abort');
+  // One controller for every request of this load (the stream outlives load()).
+  const abort = new AbortController();
+  signal?.addEventListener('abort', () => abort.abort(asP2uError(signal.reason, 'abort')), { once: true });
+  try {
+    return await loadWith(source, options, abort, t0);
+  } catch (e) {
+    abort.abort(e);
+    throw signal?.aborted ? asP2uError(signal.reason, 'abort') : asP2uError(e, 'network');
+  }
+}
+
+async function loadWith(source, options, abort, t0) {
+  const signal = abort.signal;
   let files = resolveFiles(source);
-  const [, cache] = await Promise.all([init(options.wasm), openCache(options.cache ?? true)]);
+  // The wasm runtime compiles while the manifest and the base download.
+  const wasmReady = init(options.wasm);
+  wasmReady.catch(() => {});
+  const cache = await openCache(options.cache ?? true);
   let manifest = null;
   if (files.manifestUrl) {
     let text;
@@ -502,14 +523,16 @@ export async function load(source, options = {}) {
   const baseFromCache = !!baseRes;
   if (!baseRes) baseRes = await fetchOk(files.baseUrl, { signal });
   const baseTotal = manifest?.base?.bytes ?? Number(baseRes.headers.get('content-length') ?? 0);
-  let base;
-  try {
-    base = await readAll(baseRes, baseTotal, (loaded) => options.onProgress?.({ file: 'base', loaded, total: baseTotal }));
-  } catch (e) {
-    throw asP2uError(signal?.aborted ? signal.reason ?? e : e, signal?.aborted ? 'abort' : 'network');
-  }
+  let base = await readAll(baseRes, baseTotal, (loaded) => options.onProgress?.({ file: 'base', loaded, total: baseTotal }));
   if (!baseFromCache) store(cache, files.baseUrl, base, baseSha, base.length);
 
+  // The link would idle while the model builds: ask for the stream now (its
+  // body waits, bounded by the browser's own backpressure, until read).
+  const streamCached = !!(await cached(cache, files.streamUrl, streamSha));
+  const started = streamCached ? null : fetchOk(files.streamUrl, { signal, cache: 'no-store' });
+  started?.catch(() => {});
+
+  await wasmReady;
   const { dims, ranks } = inputShapes(options.inputDims);
   let wasm;
   try {
@@ -518,16 +541,15 @@ export async function load(source, options = {}) {
     throw asP2uError(e, 'onnx');
   }
   base = null;
-  const streamCached = !!(await cached(cache, files.streamUrl, streamSha));
   const model = new P2uModel(wasm, {
     manifest,
+    abort,
     source: baseFromCache && streamCached ? 'cache' : baseFromCache || streamCached ? 'mixed' : 'network',
     timeToFirstRun: now() - t0,
   });
-  signal?.addEventListener('abort', () => model.stop(asP2uError(signal.reason, 'abort')), { once: true });
   options.onStage?.(model.status);
 
-  const streaming = streamInto(model, files.streamUrl, options, cache, streamSha, manifest?.stream?.bytes ?? 0).then(
+  const streaming = streamInto(model, files.streamUrl, options, cache, streamSha, manifest?.stream?.bytes ?? 0, started).then(
     async (info) => {
       const t = now();
       try {

@@ -4,8 +4,8 @@
 #  1. wasm-bindgen-test suites (simd128 kernels vs scalar, the runtime in
 #     wasm, the JS bindings' errors) in Node and in headless Chromium;
 #  2. the npm package in Chromium (playwright-core), streaming real models
-#     from a rate-limited, fault-injecting HTTP server on 127.0.0.1, and a
-#     scratch app that installs the `npm pack` tarball.
+#     from a rate-limited, fault-injecting HTTP server on 127.0.0.1, a
+#     scratch app that installs the `npm pack` tarball, and the demo page.
 # A run in which any of these executed no test fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +19,7 @@ passed_in() { grep -Eo "^test result: ok\. [0-9]+ passed" "$1" | awk '{s += $4} 
 P2U_WASM_PROFILE=release bash scripts/build-pkg.sh
 cargo build --release --locked --bin p2u
 bash scripts/web-fixtures.sh
+bash scripts/demo-assets.sh
 
 export CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner
 export WASM_BINDGEN_TEST_TIMEOUT=180

@@ -356,8 +356,7 @@ impl ProgressiveModel {
             return Ok(false);
         }
         if job.hashed < job.values.len() {
-            // hashing costs a fraction of decoding per weight
-            let end = job.hashed.saturating_add(budget.saturating_mul(4)).min(job.values.len());
+            let end = job.hashed.saturating_add(budget).min(job.values.len());
             job.hasher.update(&job.values[job.hashed..end]);
             job.hashed = end;
             if end < job.values.len() {

@@ -275,7 +275,7 @@ describe('streaming in Chromium', () => {
       m.dispose();
       return { first: [first.stage, first.final], last: [last.stage, last.final], stages: stages.length, bits: bits(last.output) };
     }, { url: MNV2, dims: MNV2_DIMS });
-    assert.deepEqual(r.first, [0, false]);
+    assert.ok(r.first[0] < 3 && r.first[1] === false, `first result from stage ${r.first[0]}`);
     assert.deepEqual(r.last, [3, true]);
     assert.ok(r.stages > 10);
     const main = await inPage(async (p2u, { f32, bits, arg }) => {

@@ -1,4 +1,5 @@
-// Test HTTP server for the browser tests and benchmarks (127.0.0.1 only).
+// The local HTTP server of the demo, the browser tests and the benchmark
+// (127.0.0.1 only).
 //
 // Static mounts map URL prefixes to directories. A path may start with
 // `/s/<faults>/`, a comma-separated list that shapes the response of the

@@ -1,0 +1,79 @@
+// The live demo page (www/) served by the demo server, driven like a
+// person would: pick a sample, choose a bandwidth, press load.
+
+import { it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { homedir, tmpdir } from 'node:os';
+import { chromium } from 'playwright-core';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { startServer } from '../../www/server.mjs';
+import { repo, CHROMIUM_ARGS } from './harness.mjs';
+
+const assets = process.env.P2U_DEMO_ASSETS ?? join(homedir(), '.cache', 'p2u', 'demo-web');
+let server;
+let browser;
+let profile;
+before(async () => {
+  server = await startServer({ mounts: { '/': join(repo, 'www'), '/pkg/': join(repo, 'pkg'), '/demo/': assets } });
+  profile = mkdtempSync(join(tmpdir(), 'p2u-demo-chromium-'));
+  browser = await chromium.launchPersistentContext(profile, { executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium', args: CHROMIUM_ARGS, headless: true, viewport: { width: 1100, height: 1000 } });
+});
+after(async () => {
+  await browser?.close();
+  await server?.close();
+  rmSync(profile, { recursive: true, force: true });
+});
+
+it('the demo shows a preview prediction before the stream ends, then the final one', async () => {
+  const page = browser.pages()[0] ?? (await browser.newPage());
+  const offsite = [];
+  page.on('request', (r) => {
+    const u = new URL(r.url());
+    if (!['data:', 'blob:'].includes(u.protocol) && u.hostname !== '127.0.0.1') offsite.push(r.url());
+  });
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(e.message));
+  await page.goto(`${server.origin}/`);
+  await page.selectOption('#sample', 'Te-me_0017.jpg');
+  await page.waitForFunction(() => document.querySelector('#truth').textContent.includes('meningioma'));
+  await page.selectOption('#bandwidth', '50');
+  await page.click('#load');
+  await page.waitForSelector('#marker.preview', { timeout: 120000 });
+  const atPreview = await page.evaluate(() => ({
+    marker: document.querySelector('#marker').textContent,
+    stream: document.querySelector('#stream-bar').value,
+    bars: document.querySelectorAll('#prediction .bar').length,
+  }));
+  assert.match(atPreview.marker, /Preview — not final/);
+  assert.ok(atPreview.stream < 1, `the first prediction came at ${atPreview.stream} of the stream`);
+  assert.equal(atPreview.bars, 4);
+  await page.waitForSelector('#marker.final', { timeout: 240000 });
+  const done = await page.evaluate(() => ({
+    marker: document.querySelector('#marker').textContent,
+    preview: document.querySelectorAll('#marker.preview').length,
+    stream: document.querySelector('#stream-bar').value,
+    stage: document.querySelector('#stage').textContent,
+    lines: document.querySelectorAll('#chart polyline').length,
+    tFirst: document.querySelector('#t-first').textContent,
+    tFinal: document.querySelector('#t-final').textContent,
+  }));
+  assert.match(done.marker, /Final — exact original weights/);
+  assert.equal(done.preview, 0, 'the preview marker is gone');
+  assert.equal(done.stream, 1);
+  assert.match(done.stage, /exact/);
+  assert.equal(done.lines, 4);
+  const shot = join(process.env.P2U_ARTIFACTS ?? tmpdir(), 'p2u-demo.png');
+  await page.screenshot({ path: shot, fullPage: true });
+  console.log(`# demo screenshot: ${shot} (first prediction ${done.tFirst}, final ${done.tFinal})`);
+
+  // the DICOM path: a 16-bit sample, windowed, classified by the same model
+  await page.selectOption('#dicom', 'MR_small.dcm');
+  await page.waitForFunction(() => document.querySelector('#truth').textContent.includes('16-bit'));
+  assert.equal(await page.isVisible('#window-box'), true);
+  await page.fill('#ww', '500');
+  await page.dispatchEvent('#ww', 'change');
+  await page.waitForFunction(() => document.querySelectorAll('#prediction .bar').length === 4);
+  assert.deepEqual(errors, []);
+  assert.deepEqual(offsite, [], 'no request left 127.0.0.1');
+});
