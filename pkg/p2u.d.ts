@@ -136,39 +136,13 @@ export interface ProgressiveModel {
   dispose(): void;
 }
 
-export class P2uModel implements ProgressiveModel {
-  private constructor();
-  readonly status: StageStatus;
-  readonly stage: number;
-  readonly final: boolean;
-  readonly finalized: Promise<StageStatus>;
-  readonly manifest: unknown | null;
-  readonly source: 'network' | 'cache' | 'mixed';
-  readonly timeToFirstRun: number;
-  readonly error: P2uError | null;
-  readonly rebuildMs?: number;
-  readonly longestStepMs?: number;
-  run(input: ModelInput, dims: ArrayLike<number>, options?: RunOptions): Promise<RunResult>;
-  stop(reason?: unknown): void;
-  dispose(): void;
-}
+/** The model returned by {@link load} (the class is exported for `instanceof`). */
+export interface P2uModel extends ProgressiveModel {}
+export declare const P2uModel: { prototype: P2uModel };
 
-export class P2uWorkerModel implements ProgressiveModel {
-  private constructor();
-  readonly status: StageStatus;
-  readonly stage: number;
-  readonly final: boolean;
-  readonly finalized: Promise<StageStatus>;
-  readonly manifest: unknown | null;
-  readonly source: 'network' | 'cache' | 'mixed';
-  readonly timeToFirstRun: number;
-  readonly error: P2uError | null;
-  readonly rebuildMs?: number;
-  readonly longestStepMs?: number;
-  run(input: ModelInput, dims: ArrayLike<number>, options?: RunOptions): Promise<RunResult>;
-  stop(): void;
-  dispose(): void;
-}
+/** The model returned by {@link loadInWorker}: same API, living in a Web Worker. */
+export interface P2uWorkerModel extends ProgressiveModel {}
+export declare const P2uWorkerModel: { prototype: P2uWorkerModel };
 
 /** A manifest URL (NAME.json) or the two file URLs. */
 export type ModelSource = string | URL | { base: string | URL; stream: string | URL };

@@ -179,56 +179,40 @@ function normalizationArgs(input, normalize = {}) {
   return [range[0], range[1], to[0], to[1], normalize.clamp ?? false];
 }
 
-/**
- * A model that is usable now and refines itself as its stream arrives.
- * Created by {@link load}.
- */
-export class P2uModel {
-  #wasm;
-  #status;
-  #listeners = new Set();
-  #disposed = false;
-  #abort;
+/** What both model kinds share: the stage view and the `finalized` promise. */
+class ModelView {
   #finalized;
   #settle;
 
-  /** @internal */
-  constructor(wasm, info) {
-    this.#wasm = wasm;
-    this.#abort = info.abort ?? new AbortController();
+  constructor(status, info) {
+    /** @internal last known status */
+    this._status = status;
     /** The manifest (stages, byte counts, errors per stage) if loaded from one. */
     this.manifest = info.manifest ?? null;
     /** Where the files came from: 'network', 'cache' or 'mixed'. */
     this.source = info.source;
-    /** Milliseconds from `load()` until the base could run. */
+    /** Milliseconds from `load()` until the model could run. */
     this.timeToFirstRun = info.timeToFirstRun;
     /** Why the stream stopped early (the model keeps its last good stage). */
     this.error = null;
-    this.#status = this.#readStatus();
     this.#finalized = new Promise((resolve, reject) => (this.#settle = { resolve, reject }));
     this.#finalized.catch(() => {}); // rejection is reported via .error too
-  }
-
-  #readStatus() {
-    if (this.#disposed) return { ...this.#status, error: this.error?.message ?? null };
-    const s = this.#wasm.status();
-    return { ...s, final: s.exact, source: this.source, error: this.error?.message ?? null };
   }
 
   /** The weights' progression: `{ stage, stages, chunksApplied, chunksTotal,
    * exact, final, source, error }`. */
   get status() {
-    return this.#status;
+    return this._status;
   }
 
   /** Current stage (0 = base). */
   get stage() {
-    return this.#status.stage;
+    return this._status.stage;
   }
 
   /** True once the weights are bit-identical to the original model's. */
   get final() {
-    return this.#status.exact;
+    return this._status.exact;
   }
 
   /** Resolves with the final status once the model is exact; rejects with a
@@ -238,20 +222,49 @@ export class P2uModel {
     return this.#finalized;
   }
 
+  /** @internal */
+  _settle(status, error) {
+    this._status = status;
+    if (error) {
+      this.error = error;
+      this.#settle.reject(error);
+    } else {
+      this.#settle.resolve(status);
+    }
+  }
+}
+
+/**
+ * A model that is usable now and refines itself as its stream arrives.
+ * Created by {@link load}.
+ */
+export class P2uModel extends ModelView {
+  #wasm;
+  #disposed = false;
+  #abort;
+
+  /** @internal */
+  constructor(wasm, info) {
+    const s = wasm.status();
+    super({ ...s, final: s.exact, source: info.source, error: null }, info);
+    this.#wasm = wasm;
+    this.#abort = info.abort ?? new AbortController();
+  }
+
+  #readStatus() {
+    if (this.#disposed) return { ...this._status, error: this.error?.message ?? null };
+    const s = this.#wasm.status();
+    return { ...s, final: s.exact, source: this.source, error: this.error?.message ?? null };
+  }
+
   /** The abort signal that stops the stream (internal wiring). */
   get _signal() {
     return this.#abort.signal;
   }
 
-  /** @internal */
-  _emit(kind, value) {
-    if (kind === 'stage') this.#status = this.#readStatus();
-    for (const l of this.#listeners) l(kind, value);
-  }
-
-  /** @internal */
-  _onEvent(fn) {
-    this.#listeners.add(fn);
+  /** @internal re-reads the status from the runtime */
+  _refresh() {
+    this._status = this.#readStatus();
   }
 
   /** @internal */
@@ -262,14 +275,8 @@ export class P2uModel {
 
   /** @internal */
   _finish(error) {
-    this.#status = this.#readStatus();
-    if (error) {
-      this.error = error;
-      this.#status = this.#readStatus();
-      this.#settle.reject(error);
-    } else {
-      this.#settle.resolve(this.#status);
-    }
+    if (error) this.error = error;
+    this._settle(this.#readStatus(), error);
   }
 
   /**
@@ -298,7 +305,7 @@ export class P2uModel {
     } catch (e) {
       throw asP2uError(e, 'engine');
     }
-    this.#status = this.#readStatus();
+    this._refresh();
     return { ...r, source: this.source };
   }
 
@@ -343,7 +350,6 @@ class Patcher {
       const more = this.model._wasm().step(this.budget);
       const dt = now() - t0;
       this.longestStepMs = Math.max(this.longestStepMs, dt);
-      if (globalThis.__p2uSlow && dt > 30) globalThis.__p2uSlow.push({ dt, budget: this.budget, busy: this.model._wasm().busy, s: this.model._wasm().status() });
       // Only steps that used their whole budget (a decode still under way)
       // say how fast weights go; keep the slowest rate seen, allowed to
       // recover by a quarter per step, and size the next step from it.
@@ -364,7 +370,7 @@ class Patcher {
     const s = this.model._wasm().status();
     if (s.chunksApplied !== this.lastApplied) {
       this.lastApplied = s.chunksApplied;
-      this.model._emit('stage');
+      this.model._refresh();
       this.onStage?.(this.model.status);
     }
   }
@@ -560,7 +566,7 @@ async function loadWith(source, options, abort, t0) {
       }
       model.rebuildMs = now() - t;
       model.longestStepMs = info.longestStepMs;
-      model._emit('stage');
+      model._refresh();
       model._finish(null);
       options.onStage?.(model.status);
     },
@@ -580,58 +586,32 @@ async function loadWith(source, options, abort, t0) {
  * The same model as {@link P2uModel}, living in a Web Worker: downloading,
  * patching and inference never block the page. Created by {@link loadInWorker}.
  */
-export class P2uWorkerModel {
+export class P2uWorkerModel extends ModelView {
   #worker;
-  #status;
   #pending = new Map();
   #nextId = 1;
-  #finalized;
 
   /** @internal */
-  constructor(worker, loaded, finalized, onMessage) {
+  constructor(worker, loaded, onMessage) {
+    super(loaded.status, loaded);
     this.#worker = worker;
-    this.#status = loaded.status;
-    this.manifest = loaded.manifest;
-    this.source = loaded.source;
-    this.timeToFirstRun = loaded.timeToFirstRun;
-    this.error = null;
-    this.#finalized = finalized;
     onMessage((msg) => {
-      if (msg.type === 'stage' || msg.type === 'final' || msg.type === 'failed') this.#status = msg.status;
+      if (msg.type === 'stage') this._status = msg.status;
       if (msg.type === 'final') {
         this.rebuildMs = msg.rebuildMs;
         this.longestStepMs = msg.longestStepMs;
+        this._settle(msg.status, null);
       }
-      if (msg.type === 'failed') this.error = new P2uError(msg.error.message, msg.error.kind);
+      if (msg.type === 'failed') this._settle(msg.status, new P2uError(msg.error.message, msg.error.kind));
       if (msg.type === 'result' || msg.type === 'runError') {
         const p = this.#pending.get(msg.id);
         this.#pending.delete(msg.id);
         if (msg.type === 'result') {
-          this.#status = { ...this.#status, stage: msg.result.stage, exact: msg.result.exact, final: msg.result.final };
+          this._status = { ...this._status, stage: msg.result.stage, exact: msg.result.exact, final: msg.result.final };
           p?.resolve(msg.result);
         } else p?.reject(new P2uError(msg.error.message, msg.error.kind));
       }
     });
-  }
-
-  /** See {@link P2uModel#status}. */
-  get status() {
-    return this.#status;
-  }
-
-  /** Current stage (0 = base). */
-  get stage() {
-    return this.#status.stage;
-  }
-
-  /** True once the weights are bit-identical to the original model's. */
-  get final() {
-    return this.#status.exact;
-  }
-
-  /** See {@link P2uModel#finalized}. */
-  get finalized() {
-    return this.#finalized;
   }
 
   /** Runs the model in the worker (the input is copied there). */
@@ -674,9 +654,6 @@ export function loadInWorker(source, options = {}) {
   if (rest.wasm !== undefined) rest.wasm = new URL(String(rest.wasm), here).href;
   const worker = new Worker(workerUrl ?? new URL('./worker.js', import.meta.url), { type: 'module' });
   const handlers = new Set();
-  let settleFinal;
-  const finalized = new Promise((resolve, reject) => (settleFinal = { resolve, reject }));
-  finalized.catch(() => {});
   return new Promise((resolve, reject) => {
     worker.onerror = (e) => reject(new P2uError(`worker failed to start: ${e.message ?? e}`, 'internal'));
     worker.onmessage = ({ data: msg }) => {
@@ -692,17 +669,11 @@ export function loadInWorker(source, options = {}) {
           onRetry?.({ ...msg.retry, error: new P2uError(msg.retry.error.message, msg.retry.error.kind) });
           break;
         case 'loaded':
-          resolve(new P2uWorkerModel(worker, msg, finalized, (h) => handlers.add(h)));
+          resolve(new P2uWorkerModel(worker, msg, (h) => handlers.add(h)));
           break;
         case 'loadError':
           worker.terminate();
           reject(new P2uError(msg.error.message, msg.error.kind));
-          break;
-        case 'final':
-          settleFinal.resolve(msg.status);
-          break;
-        case 'failed':
-          settleFinal.reject(new P2uError(msg.error.message, msg.error.kind));
           break;
       }
     };

@@ -30,6 +30,9 @@ if [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$wbg" ] \
 fi
 
 # browser test tools (playwright-core drives /usr/bin/chromium; onnxruntime-web is the benchmark's peer)
-(cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+if [ ! -f tests/browser/node_modules/.package-lock.json ] \
+  || [ tests/browser/package-lock.json -nt tests/browser/node_modules/.package-lock.json ]; then
+  (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+fi
 
 bash .ci/fetch-models

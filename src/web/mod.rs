@@ -181,28 +181,30 @@ impl WasmModel {
     #[wasm_bindgen(js_name = runU8)]
     #[allow(clippy::too_many_arguments)]
     pub fn run_u8(&mut self, data: &[u8], dims: &[u32], lo: f32, hi: f32, to0: f32, to1: f32, clamp: bool) -> Result<Object, JsValue> {
-        let x = Normalization { lo, hi, to: (to0, to1), clamp }.apply(data).map_err(js_error)?;
-        self.run(x, dims)
+        self.run_raw(data, dims, Normalization { lo, hi, to: (to0, to1), clamp })
     }
 
     /// Runs on u16 values (e.g. 16-bit medical images), mapped as in `runU8`.
     #[wasm_bindgen(js_name = runU16)]
     #[allow(clippy::too_many_arguments)]
     pub fn run_u16(&mut self, data: &[u16], dims: &[u32], lo: f32, hi: f32, to0: f32, to1: f32, clamp: bool) -> Result<Object, JsValue> {
-        let x = Normalization { lo, hi, to: (to0, to1), clamp }.apply(data).map_err(js_error)?;
-        self.run(x, dims)
+        self.run_raw(data, dims, Normalization { lo, hi, to: (to0, to1), clamp })
     }
 
     /// Runs on i16 values (signed 16-bit, e.g. CT), mapped as in `runU8`.
     #[wasm_bindgen(js_name = runI16)]
     #[allow(clippy::too_many_arguments)]
     pub fn run_i16(&mut self, data: &[i16], dims: &[u32], lo: f32, hi: f32, to0: f32, to1: f32, clamp: bool) -> Result<Object, JsValue> {
-        let x = Normalization { lo, hi, to: (to0, to1), clamp }.apply(data).map_err(js_error)?;
-        self.run(x, dims)
+        self.run_raw(data, dims, Normalization { lo, hi, to: (to0, to1), clamp })
     }
 }
 
 impl WasmModel {
+    fn run_raw<T: Copy + Into<f32>>(&mut self, data: &[T], dims: &[u32], n: Normalization) -> Result<Object, JsValue> {
+        let x = n.apply(data).map_err(js_error)?;
+        self.run(x, dims)
+    }
+
     /// `{ outputs: [{data, dims}], output, dims, stage, stages, final }`.
     fn run(&mut self, data: Vec<f32>, dims: &[u32]) -> Result<Object, JsValue> {
         let input = input_tensor(&data, dims)?;
