@@ -138,11 +138,11 @@ export interface ProgressiveModel {
 
 /** The model returned by {@link load} (the class is exported for `instanceof`). */
 export interface P2uModel extends ProgressiveModel {}
-export declare const P2uModel: { prototype: P2uModel };
+export declare const P2uModel: abstract new (...args: never[]) => P2uModel;
 
 /** The model returned by {@link loadInWorker}: same API, living in a Web Worker. */
 export interface P2uWorkerModel extends ProgressiveModel {}
-export declare const P2uWorkerModel: { prototype: P2uWorkerModel };
+export declare const P2uWorkerModel: abstract new (...args: never[]) => P2uWorkerModel;
 
 /** A manifest URL (NAME.json) or the two file URLs. */
 export type ModelSource = string | URL | { base: string | URL; stream: string | URL };
