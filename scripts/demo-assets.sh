@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/p2u/target}"
 p2u="$CARGO_TARGET_DIR/release/p2u"
-assets="${1:-$HOME/.cache/p2u/demo-web}"
+assets="${1:-${P2U_DEMO_ASSETS:-$HOME/.cache/p2u/demo-web}}"
 models="${P2U_MODEL_CACHE:-$HOME/.cache/p2u/models}"
 mkdir -p "$assets/model" "$assets/samples" "$assets/dicom"
 

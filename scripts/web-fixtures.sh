@@ -4,7 +4,7 @@
 # ~/.cache/p2u/web-fixtures). Needs the release p2u binary and numpy.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-out="${1:-$HOME/.cache/p2u/web-fixtures}"
+out="${1:-${P2U_WEB_FIXTURES:-$HOME/.cache/p2u/web-fixtures}}"
 models="${P2U_SHARED_MODELS:-../shared/models}"
 p2u="${CARGO_TARGET_DIR:-$HOME/.cache/p2u/target}/release/p2u"
 mkdir -p "$out"
