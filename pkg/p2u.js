@@ -96,7 +96,8 @@ async function cached(cache, url, sha256) {
 /** Stores a completed file in the cache (errors only cost the cache). */
 async function store(cache, url, bytesOrStream, sha256, length) {
   if (!cache) return;
-  const headers = { 'content-type': 'application/octet-stream', 'content-length': String(length) };
+  const headers = { 'content-type': 'application/octet-stream' };
+  if (length > 0) headers['content-length'] = String(length);
   if (sha256) headers['x-p2u-sha256'] = sha256;
   try {
     await cache.put(url, new Response(bytesOrStream, { headers }));
