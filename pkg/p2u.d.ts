@@ -93,21 +93,14 @@ export interface Output {
   dims: number[];
 }
 
-/** One inference and the stage of the weights that produced it. */
-export interface RunResult {
+/** One inference and the stage of the weights that produced it
+ * (`final`: produced by the exact original weights). */
+export interface RunResult extends Omit<StageStatus, 'error'> {
   /** First output's values and shape. */
   output: Float32Array;
   dims: number[];
   /** Every output, in model order. */
   outputs: Output[];
-  stage: number;
-  stages: number;
-  chunksApplied: number;
-  chunksTotal: number;
-  exact: boolean;
-  /** True when produced by the exact original weights. */
-  final: boolean;
-  source: 'network' | 'cache' | 'mixed';
 }
 
 export type ModelInput = Float32Array | Uint8Array | Uint8ClampedArray | Uint16Array | Int16Array;
