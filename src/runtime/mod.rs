@@ -13,6 +13,12 @@
 //! inputs, the model serves from constants throughout and rebuilds on the
 //! first run after a change. A chunk that fails validation changes nothing:
 //! the model keeps serving its last good stage.
+//!
+//! Work is bounded for callers with a frame budget (a browser's main
+//! thread): [`ProgressiveModel::push`] only queues bytes, and each
+//! [`ProgressiveModel::step`] reads one frame, applies one refinement chunk,
+//! or advances an exact-stage decode (and then its hash check) by about
+//! `budget` weights. [`ProgressiveModel::feed`] does both at once.
 
 mod input;
 mod plan;
