@@ -239,7 +239,7 @@ impl KernelBench {
     #[wasm_bindgen(constructor)]
     pub fn new(bits: u8, n: u32) -> Result<KernelBench, JsValue> {
         let n = n as usize;
-        if !(1..=crate::kernels::MAX_BITS).contains(&bits) || n == 0 || n % 1024 != 0 {
+        if !(1..=crate::kernels::MAX_BITS).contains(&bits) || n == 0 || !n.is_multiple_of(1024) {
             return Err(js_error(Error::Invalid(format!("kernel bench needs 1..=8 bits and a multiple of 1024 weights, got {bits}, {n}"))));
         }
         let grid = crate::quant::Grid::choose(&[n / 1024, 1024], 0, 0);
