@@ -158,18 +158,12 @@ pub fn encode(
     opts.validate()?;
     let weights = onnx::extract_weights(model, opts.min_elements)?;
     if weights.is_empty() {
-        return Err(Error::Unsupported(format!(
-            "no float32 weight with at least {} elements: nothing to encode",
-            opts.min_elements
-        )));
+        return Err(Error::Unsupported(format!("no float32 weight with at least {} elements: nothing to encode", opts.min_elements)));
     }
     let encoded = encode_all(&weights, opts, progress)?;
     let whash = weights_hash(weights.iter().zip(&encoded).map(|(w, e)| (w.name.as_str(), w.dims.as_slice(), e.hash)));
-    let base_weights: Vec<BaseWeight> = weights
-        .iter()
-        .zip(&encoded)
-        .map(|(w, e)| BaseWeight { weight: w, grid: e.grid, codes: &e.base })
-        .collect();
+    let base_weights: Vec<BaseWeight> =
+        weights.iter().zip(&encoded).map(|(w, e)| BaseWeight { weight: w, grid: e.grid, codes: &e.base }).collect();
     let meta = [("p2u.format", "1".to_string()), ("p2u.weights_sha256", hex(&whash))];
     let base = onnx::encode_model(&onnx::build_base(model, &base_weights, &meta)?);
     let stages = opts.stages();
@@ -208,11 +202,7 @@ pub fn encode(
         .enumerate()
         .map(|(s, st)| {
             cumulative += stage_bytes[s];
-            let se: f64 = weights
-                .iter()
-                .zip(&encoded)
-                .map(|(w, e)| e.errors[s].rmse.powi(2) * w.values.len() as f64)
-                .sum();
+            let se: f64 = weights.iter().zip(&encoded).map(|(w, e)| e.errors[s].rmse.powi(2) * w.values.len() as f64).sum();
             let error = ErrorStats {
                 rmse: (se / n_total).sqrt(),
                 max_abs: encoded.iter().map(|e| e.errors[s].max_abs).fold(0.0, f64::max),

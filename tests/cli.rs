@@ -128,18 +128,10 @@ fn unsupported_models_get_a_clear_message() {
         name: "branch".into(),
         input: vec!["cond".into()],
         output: vec!["z".into()],
-        attribute: vec![tract_onnx::pb::AttributeProto {
-            name: "then_branch".into(),
-            g: Some(body),
-            ..Default::default()
-        }],
+        attribute: vec![tract_onnx::pb::AttributeProto { name: "then_branch".into(), g: Some(body), ..Default::default() }],
         ..Default::default()
     });
-    for (name, m, needle) in [
-        ("fp16", fp16, "\"W1\""),
-        ("quantized", quantized, "already quantized"),
-        ("subgraph", sub, "\"inner_w\""),
-    ] {
+    for (name, m, needle) in [("fp16", fp16, "\"W1\""), ("quantized", quantized, "already quantized"), ("subgraph", sub, "\"inner_w\"")] {
         let path = write_model(&dir, &format!("{name}.onnx"), &m);
         let o = p2u(&[&"encode", &path, &"-o", &out, &"--min-elements", &"16"]);
         let t = text(&o);

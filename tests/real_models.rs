@@ -60,7 +60,8 @@ fn end_to_end(path: &Path, shape: &[usize], lo: f32, hi: f32) {
     }
 
     // the same stream applied chunk by chunk, whole, gives the same weights
-    let mut other = p2u::ProgressiveModel::from_base(&enc.base, RuntimeOptions { input_shapes: vec![shape.to_vec()], ..Default::default() }).unwrap();
+    let mut other =
+        p2u::ProgressiveModel::from_base(&enc.base, RuntimeOptions { input_shapes: vec![shape.to_vec()], ..Default::default() }).unwrap();
     let (header, chunks) = read_all(&enc.stream).unwrap();
     other.attach(header).unwrap();
     for chunk in &chunks {

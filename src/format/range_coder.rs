@@ -232,9 +232,8 @@ impl<'a> Decoder<'a> {
     }
 
     fn next_byte(&mut self) -> Result<u8> {
-        let b = *self.input.get(self.pos).ok_or_else(|| {
-            Error::Truncated(format!("range-coded data ends after {} bytes", self.input.len()))
-        })?;
+        let b =
+            *self.input.get(self.pos).ok_or_else(|| Error::Truncated(format!("range-coded data ends after {} bytes", self.input.len())))?;
         self.pos += 1;
         Ok(b)
     }
@@ -253,7 +252,6 @@ impl<'a> Decoder<'a> {
         }
         Ok(v)
     }
-
 }
 
 #[cfg(test)]

@@ -156,9 +156,7 @@ impl StreamHeader {
         }
         let version = u16::from_le_bytes([prefix[4], prefix[5]]);
         if version != FORMAT_VERSION {
-            return Err(Error::Header(format!(
-                "format version {version}, this build reads version {FORMAT_VERSION}"
-            )));
+            return Err(Error::Header(format!("format version {version}, this build reads version {FORMAT_VERSION}")));
         }
         let len = u32::from_le_bytes(prefix[8..12].try_into().expect("4 bytes")) as usize;
         if len > MAX_HEADER_BYTES {
@@ -211,8 +209,7 @@ impl StreamHeader {
         let mut tensors = Vec::with_capacity(n_tensors);
         for _ in 0..n_tensors {
             let name_len = r.u16()? as usize;
-            let name = String::from_utf8(r.take(name_len)?.to_vec())
-                .map_err(|_| Error::Header("tensor name is not UTF-8".into()))?;
+            let name = String::from_utf8(r.take(name_len)?.to_vec()).map_err(|_| Error::Header("tensor name is not UTF-8".into()))?;
             let rank = r.u8()? as usize;
             if rank > MAX_RANK {
                 return Err(Error::Header(format!("tensor {name:?}: rank {rank} (limit {MAX_RANK})")));

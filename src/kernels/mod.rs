@@ -14,10 +14,10 @@
 //! multiply-add over the tile.
 
 mod scalar;
-#[cfg(target_arch = "x86_64")]
-mod sse2;
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 mod simd128;
+#[cfg(target_arch = "x86_64")]
+mod sse2;
 
 /// Largest code width supported by the packed format.
 pub const MAX_BITS: u8 = 8;
@@ -80,14 +80,7 @@ pub fn dequant_add(dst: &mut [f32], packed: &[u8], bits: u8, start: usize, scale
 }
 
 /// [`dequant_add`] with an explicit implementation choice.
-pub fn dequant_add_with(
-    path: Path,
-    dst: &mut [f32],
-    packed: &[u8],
-    bits: u8,
-    start: usize,
-    scales: Scales<'_>,
-) {
+pub fn dequant_add_with(path: Path, dst: &mut [f32], packed: &[u8], bits: u8, start: usize, scales: Scales<'_>) {
     assert!((1..=MAX_BITS).contains(&bits), "code width {bits} out of range");
     assert!(packed_len(start + dst.len(), bits) <= packed.len(), "packed codes too short");
     if let Scales::PerElement { scales, zeros } = scales {
@@ -114,9 +107,7 @@ pub fn dequant_add_with(
         let d = &mut dst[done..done + n];
         match scales {
             Scales::Uniform { scale, zero } => mul_add_uniform(d, &codes[..n], zero, scale),
-            Scales::PerElement { scales, zeros } => {
-                mul_add_vector(d, &codes[..n], &zeros[done..done + n], &scales[done..done + n])
-            }
+            Scales::PerElement { scales, zeros } => mul_add_vector(d, &codes[..n], &zeros[done..done + n], &scales[done..done + n]),
         }
         done += n;
     }
@@ -246,14 +237,11 @@ mod tests {
             for &(len, start) in &[(1usize, 0usize), (3, 1), (17, 5), (1000, 3), (4099, 8)] {
                 let codes: Vec<u8> = (0..start + len).map(|_| (lcg(&mut seed) % (1 << bits)) as u8).collect();
                 let packed = pack(&codes, bits);
-                let base: Vec<f32> =
-                    (0..len).map(|_| f32::from_bits(lcg(&mut seed) >> 2) - 1.0).collect();
+                let base: Vec<f32> = (0..len).map(|_| f32::from_bits(lcg(&mut seed) >> 2) - 1.0).collect();
                 let scales: Vec<f32> = (0..len).map(|i| 1e-3 * (i % 7 + 1) as f32).collect();
                 let zeros: Vec<i32> = (0..len).map(|i| (i % (1 << bits)) as i32).collect();
-                for sc in [
-                    Scales::Uniform { scale: 0.0123, zero: 1 << (bits - 1) },
-                    Scales::PerElement { scales: &scales, zeros: &zeros },
-                ] {
+                for sc in [Scales::Uniform { scale: 0.0123, zero: 1 << (bits - 1) }, Scales::PerElement { scales: &scales, zeros: &zeros }]
+                {
                     let mut a = base.clone();
                     let mut b = base.clone();
                     dequant_add_with(Path::Scalar, &mut a, &packed, bits, start, sc);

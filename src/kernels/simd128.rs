@@ -16,12 +16,8 @@ pub fn mul_add_uniform(dst: &mut [f32], codes: &[u8], zero: i32, scale: f32) {
             let q = v128_load(codes.as_ptr().add(i) as *const v128);
             let lo16 = u16x8_extend_low_u8x16(q);
             let hi16 = u16x8_extend_high_u8x16(q);
-            let parts = [
-                u32x4_extend_low_u16x8(lo16),
-                u32x4_extend_high_u16x8(lo16),
-                u32x4_extend_low_u16x8(hi16),
-                u32x4_extend_high_u16x8(hi16),
-            ];
+            let parts =
+                [u32x4_extend_low_u16x8(lo16), u32x4_extend_high_u16x8(lo16), u32x4_extend_low_u16x8(hi16), u32x4_extend_high_u16x8(hi16)];
             for (k, p) in parts.into_iter().enumerate() {
                 let ptr = dst.as_mut_ptr().add(i + 4 * k) as *mut v128;
                 let t = f32x4_mul(f32x4_convert_i32x4(i32x4_sub(p, z)), s);

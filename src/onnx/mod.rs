@@ -13,9 +13,8 @@ use std::path::Path;
 
 use prost::Message;
 use tract_onnx::pb::{
-    self, attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto, type_proto, AttributeProto,
-    ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto, TensorProto, TensorShapeProto, TypeProto,
-    ValueInfoProto,
+    self, attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto, type_proto, AttributeProto, ModelProto, NodeProto,
+    OperatorSetIdProto, StringStringEntryProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
 };
 
 use crate::error::{Error, Result};
@@ -36,17 +35,8 @@ const QUANTIZED_OPS: &[&str] = &[
     "DynamicQuantizeLinear",
     "MatMulNBits",
 ];
-const REDUCE_OPS: &[&str] = &[
-    "ReduceMean",
-    "ReduceMax",
-    "ReduceMin",
-    "ReduceProd",
-    "ReduceL1",
-    "ReduceL2",
-    "ReduceLogSum",
-    "ReduceLogSumExp",
-    "ReduceSumSquare",
-];
+const REDUCE_OPS: &[&str] =
+    &["ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare"];
 
 /// A float weight found in a model.
 #[derive(Clone, Debug)]
@@ -106,12 +96,9 @@ fn inline_external(t: &mut TensorProto, dir: &Path) -> Result<()> {
         return Ok(());
     }
     let get = |k: &str| t.external_data.iter().find(|e| e.key == k).map(|e| e.value.clone());
-    let location = get("location")
-        .ok_or_else(|| Error::Onnx(format!("tensor {:?}: external data without a location", t.name)))?;
+    let location = get("location").ok_or_else(|| Error::Onnx(format!("tensor {:?}: external data without a location", t.name)))?;
     let num = |k: &str| -> Result<Option<usize>> {
-        get(k)
-            .map(|v| v.parse().map_err(|_| Error::Onnx(format!("tensor {:?}: bad external {k} {v:?}", t.name))))
-            .transpose()
+        get(k).map(|v| v.parse().map_err(|_| Error::Onnx(format!("tensor {:?}: bad external {k} {v:?}", t.name)))).transpose()
     };
     let (offset, length) = (num("offset")?.unwrap_or(0), num("length")?);
     let file = dir.join(&location);
@@ -130,10 +117,7 @@ fn inline_external(t: &mut TensorProto, dir: &Path) -> Result<()> {
 
 /// Shape of a tensor as `usize`s.
 pub fn dims_of(t: &TensorProto) -> Result<Vec<usize>> {
-    t.dims
-        .iter()
-        .map(|&d| usize::try_from(d).map_err(|_| Error::Onnx(format!("tensor {:?} has dimension {d}", t.name))))
-        .collect()
+    t.dims.iter().map(|&d| usize::try_from(d).map_err(|_| Error::Onnx(format!("tensor {:?} has dimension {d}", t.name)))).collect()
 }
 
 /// The f32 values of a FLOAT tensor (raw or `float_data`).
@@ -178,12 +162,7 @@ fn int_attr(name: &str, i: i64) -> AttributeProto {
 
 /// Opset of the default ONNX domain.
 pub fn opset(model: &ModelProto) -> i64 {
-    model
-        .opset_import
-        .iter()
-        .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
-        .map(|o| o.version)
-        .unwrap_or(0)
+    model.opset_import.iter().find(|o| o.domain.is_empty() || o.domain == "ai.onnx").map(|o| o.version).unwrap_or(0)
 }
 
 /// Finds the float weights worth quantizing (rank ≥ 1, at least
@@ -205,8 +184,7 @@ pub fn extract_weights(model: &ModelProto, min_elements: usize) -> Result<Vec<We
         }
     }
     let low_precision = |t: &TensorProto| {
-        [DataType::Float16 as i32, DataType::Bfloat16 as i32, DataType::Double as i32].contains(&t.data_type)
-            && elements(t) >= min_elements
+        [DataType::Float16 as i32, DataType::Bfloat16 as i32, DataType::Double as i32].contains(&t.data_type) && elements(t) >= min_elements
     };
     let tensors = constant_tensors(g);
     if let Some((name, t)) = tensors.iter().find(|(_, t)| low_precision(t)) {
@@ -217,9 +195,8 @@ pub fn extract_weights(model: &ModelProto, min_elements: usize) -> Result<Vec<We
     }
     let consumers = consumers(g);
     // BatchNormalization statistics stay exact: a quantized variance could turn negative.
-    let batch_norm_param = |name: &str| {
-        consumers.get(name).is_some_and(|uses| uses.iter().any(|(n, i)| n.op_type == "BatchNormalization" && *i > 0))
-    };
+    let batch_norm_param =
+        |name: &str| consumers.get(name).is_some_and(|uses| uses.iter().any(|(n, i)| n.op_type == "BatchNormalization" && *i > 0));
     let mut out = Vec::new();
     for (name, t) in tensors {
         let too_small = t.dims.is_empty() || elements(t) == 0 || elements(t) < min_elements;
@@ -351,9 +328,7 @@ pub fn build_base(model: &ModelProto, weights: &[BaseWeight<'_>], metadata: &[(&
     }
     dq_nodes.append(&mut g.node);
     g.node = dq_nodes;
-    m.metadata_props.extend(
-        metadata.iter().map(|(k, v)| StringStringEntryProto { key: (*k).into(), value: v.clone() }),
-    );
+    m.metadata_props.extend(metadata.iter().map(|(k, v)| StringStringEntryProto { key: (*k).into(), value: v.clone() }));
     Ok(m)
 }
 
@@ -364,9 +339,7 @@ fn raise_opset(m: &mut ModelProto) -> Result<()> {
         return Ok(());
     }
     if from < 13 {
-        return Err(Error::Unsupported(format!(
-            "opset {from}: p2u needs opset ≥ 13 (re-export the model with a newer opset)"
-        )));
+        return Err(Error::Unsupported(format!("opset {from}: p2u needs opset ≥ 13 (re-export the model with a newer opset)")));
     }
     m.ir_version = m.ir_version.max(BASE_IR_VERSION);
     m.opset_import.retain(|o| !(o.domain.is_empty() || o.domain == "ai.onnx"));
@@ -411,9 +384,8 @@ pub struct DecodedWeight {
 /// (the *skeleton*) and the decoded stage-0 weights, in node order.
 pub fn split_base(mut base: ModelProto) -> Result<(ModelProto, Vec<DecodedWeight>)> {
     let g = base.graph.as_mut().ok_or_else(|| Error::Onnx("base has no graph".into()))?;
-    let (dq, rest): (Vec<NodeProto>, Vec<NodeProto>) = std::mem::take(&mut g.node)
-        .into_iter()
-        .partition(|n| n.op_type == "DequantizeLinear" && n.name.starts_with(DQ_PREFIX));
+    let (dq, rest): (Vec<NodeProto>, Vec<NodeProto>) =
+        std::mem::take(&mut g.node).into_iter().partition(|n| n.op_type == "DequantizeLinear" && n.name.starts_with(DQ_PREFIX));
     g.node = rest;
     let mut inits: HashMap<String, TensorProto> = HashMap::new();
     let used: std::collections::HashSet<&str> = dq.iter().flat_map(|n| n.input.iter().map(String::as_str)).collect();

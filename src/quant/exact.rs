@@ -17,7 +17,11 @@ use crate::format::range_coder::{DecoderState, UniformDecoder, UniformEncoder};
 /// (`-0.0` just below `+0.0`; NaNs at the ends).
 pub fn ordinal(x: f32) -> u32 {
     let b = x.to_bits();
-    if b & 0x8000_0000 != 0 { !b } else { b | 0x8000_0000 }
+    if b & 0x8000_0000 != 0 {
+        !b
+    } else {
+        b | 0x8000_0000
+    }
 }
 
 /// Inverse of [`ordinal`].

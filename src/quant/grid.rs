@@ -169,11 +169,7 @@ impl Grid {
     /// [`Grid::dequantize_layout`]); other layouts are rejected.
     pub fn from_dequantize(dims: &[usize], layout: &DequantizeLayout) -> Result<Grid> {
         let n: usize = dims.iter().product();
-        let bad = || {
-            Error::Unsupported(format!(
-                "DequantizeLinear layout {layout:?} for shape {dims:?} is not one p2u produces"
-            ))
-        };
+        let bad = || Error::Unsupported(format!("DequantizeLinear layout {layout:?} for shape {dims:?} is not one p2u produces"));
         let scale_n: usize = layout.scale_dims.iter().product();
         if scale_n == 1 {
             return Ok(Grid { rows: 1, cols: n, block_rows: 1, block_cols: n.max(1) });

@@ -46,22 +46,11 @@ pub fn apply_codes(weights: &mut [f32], grid: &Grid, bits: u8, packed: &[u8], sc
 }
 
 /// [`apply_codes`] with an explicit kernel choice (benchmarks).
-pub fn apply_codes_with(
-    path: kernels::Path,
-    weights: &mut [f32],
-    grid: &Grid,
-    bits: u8,
-    packed: &[u8],
-    scales: &[f32],
-    zeros: &[i32],
-) {
+pub fn apply_codes_with(path: kernels::Path, weights: &mut [f32], grid: &Grid, bits: u8, packed: &[u8], scales: &[f32], zeros: &[i32]) {
     for run in grid.runs() {
         let dst = &mut weights[run.start..run.start + run.len];
         let s = if run.per_element {
-            Scales::PerElement {
-                scales: &scales[run.group..run.group + run.len],
-                zeros: &zeros[run.group..run.group + run.len],
-            }
+            Scales::PerElement { scales: &scales[run.group..run.group + run.len], zeros: &zeros[run.group..run.group + run.len] }
         } else {
             Scales::Uniform { scale: scales[run.group], zero: zeros[run.group] }
         };
@@ -173,9 +162,7 @@ pub fn quantize_refinement(target: &[f32], current: &[f32], grid: &Grid, bits: u
         if !(full.is_finite() && full > 0.0) {
             continue; // residual is zero (or not representable): codes stay at the zero point
         }
-        let escapes_at = |s: f32| {
-            residual.iter().filter(|&&r| !(-half..half).contains(&steps(r, s))).count() as i64
-        };
+        let escapes_at = |s: f32| residual.iter().filter(|&&r| !(-half..half).contains(&steps(r, s))).count() as i64;
         let mut best = (0i64, 0i32);
         for j in 1..=SCALE_HALVINGS {
             let s = full / (1u32 << j) as f32;

@@ -43,7 +43,11 @@ impl Normalization {
             .iter()
             .map(|&x| {
                 let y = self.to.0 + (x.into() - self.lo) * scale;
-                if self.clamp { y.clamp(a, b) } else { y }
+                if self.clamp {
+                    y.clamp(a, b)
+                } else {
+                    y
+                }
             })
             .collect())
     }

