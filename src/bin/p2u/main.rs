@@ -1,6 +1,7 @@
 //! `p2u` — encode, inspect, export, verify and benchmark progressive models.
 
 mod bench;
+mod curve;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -21,6 +22,7 @@ USAGE:
   p2u verify MODEL.onnx DIR
   p2u run DIR --input X.f32 --dims 1,3,224,224 [--stage K] -o OUT.f32
   p2u bench [--models DIR] [--cache DIR] [--only NAME|kernel] [--eval-limit N] [encode options]
+            [--curve OUT_DIR [--points N]]
 
 encode   writes DIR/NAME.base.onnx, DIR/NAME.p2u and DIR/NAME.json
 inspect  prints the stages, bytes per stage and per-tensor bits and error
@@ -29,7 +31,9 @@ verify   applies every stage and checks the weights are bit-identical to MODEL
          (exit code 0 only then)
 run      runs the model at stage K (default: exact) in the native runtime on
          raw little-endian f32 input; writes the first output the same way
-bench    measures bytes, accuracy per stage, kernel throughput and apply time
+bench    measures bytes, accuracy per stage, kernel throughput and apply time;
+         with --curve: accuracy vs bytes received for p2u and for direct
+         quantization at 2/3/4/8 bits (OUT_DIR/NAME.curve.csv and .svg)
 ";
 
 fn main() -> ExitCode {
