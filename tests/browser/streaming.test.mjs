@@ -48,7 +48,7 @@ describe('streaming in Chromium', () => {
       });
       const first = await m.run(x, arg.dims);
       const atFirst = { loaded: streamLoaded, total: m.manifest.stream.bytes };
-      const stages = new Set();
+      const stages = new Set([first.stage]);
       const poll = setInterval(async () => stages.add((await m.run(x, arg.dims)).stage), 150);
       await m.finalized;
       clearInterval(poll);
@@ -68,7 +68,7 @@ describe('streaming in Chromium', () => {
     assert.equal(r.first.stage, 0);
     assert.equal(r.first.final, false);
     assert.ok(r.atFirst.loaded < r.atFirst.total, `first result at ${r.atFirst.loaded} of ${r.atFirst.total} stream bytes`);
-    assert.ok(r.stagesSeen.length >= 2, `intermediate stages served: ${r.stagesSeen}`);
+    assert.ok(r.stagesSeen.length >= 2 && r.stagesSeen.some((s) => s > 0 && s < 3), `stages served before the end: ${r.stagesSeen}`);
     assert.deepEqual(r.last, { stage: 3, final: true, exact: true, dims: [1, 1000] });
     assert.deepEqual(r.lastBits, r.refBits, 'final output = tract-wasm on the original fp32 file, bit for bit');
     assert.notDeepEqual(r.firstBits, r.lastBits);
