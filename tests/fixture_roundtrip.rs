@@ -83,14 +83,21 @@ fn manifest_error_decreases_monotonically_per_stage() {
     }
 }
 
-#[test]
-fn random_slices_give_the_same_result_as_whole_chunks() {
+/// The encoded fixture, an input drawn with `seed`, and the output bits of
+/// a model fed the whole stream at once (the reference for other feedings).
+fn fixture_fed_whole(seed: u64) -> (p2u::Encoded, tract_onnx::prelude::Tensor, Vec<u32>) {
     let enc = encode(&fixture_model(), "fixture", &fixture_options());
-    let x = input(&FIXTURE_INPUT, 2, -1.0, 1.0);
+    let x = input(&FIXTURE_INPUT, seed, -1.0, 1.0);
     let mut whole = load_base(&enc, &FIXTURE_INPUT);
     whole.feed(&enc.stream).unwrap();
     whole.finish_stream().unwrap();
     let want = output_bits(&whole.run(vec![x.clone()]).unwrap().outputs);
+    (enc, x, want)
+}
+
+#[test]
+fn random_slices_give_the_same_result_as_whole_chunks() {
+    let (enc, x, want) = fixture_fed_whole(2);
     for seed in 0..8 {
         let mut rng = Rng(seed);
         let mut m = load_base(&enc, &FIXTURE_INPUT);
@@ -154,11 +161,7 @@ fn a_snapshot_keeps_serving_its_stage_while_the_model_refines() {
 
 #[test]
 fn short_steps_serve_the_last_stage_and_end_bit_exact() {
-    let enc = encode(&fixture_model(), "fixture", &fixture_options());
-    let x = input(&FIXTURE_INPUT, 3, -1.0, 1.0);
-    let mut whole = load_base(&enc, &FIXTURE_INPUT);
-    whole.feed(&enc.stream).unwrap();
-    let want = output_bits(&whole.run(vec![x.clone()]).unwrap().outputs);
+    let (enc, x, want) = fixture_fed_whole(3);
 
     let mut m = load_base(&enc, &FIXTURE_INPUT);
     let (mut steps, mut busy_runs) = (0, 0);

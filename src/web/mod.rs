@@ -221,42 +221,22 @@ impl WasmModel {
     }
 }
 
-/// The dequantize-and-add kernel on synthetic data, for the browser
-/// benchmark: JS times [`KernelBench::run`] with its own clock.
+/// The dequantize-and-add kernel on the synthetic data of
+/// [`crate::kernels::workload::Workload`], for the browser benchmark: JS
+/// times [`KernelBench::run`] with its own clock.
 #[wasm_bindgen(js_name = KernelBench)]
-pub struct KernelBench {
-    grid: crate::quant::Grid,
-    bits: u8,
-    packed: Vec<u8>,
-    scales: Vec<f32>,
-    zeros: Vec<i32>,
-    weights: Vec<f32>,
-}
+pub struct KernelBench(crate::kernels::workload::Workload);
 
 #[wasm_bindgen(js_class = KernelBench)]
 impl KernelBench {
     /// `n` weights (a multiple of 1024) in 1024-wide rows with per-row scales.
     #[wasm_bindgen(constructor)]
     pub fn new(bits: u8, n: u32) -> Result<KernelBench, JsValue> {
-        let n = n as usize;
-        if !(1..=crate::kernels::MAX_BITS).contains(&bits) || n == 0 || !n.is_multiple_of(1024) {
-            return Err(js_error(Error::Invalid(format!("kernel bench needs 1..=8 bits and a multiple of 1024 weights, got {bits}, {n}"))));
-        }
-        let grid = crate::quant::Grid::choose(&[n / 1024, 1024], 0, 0);
-        let codes: Vec<u8> = (0..n).map(|i| ((i * 7 + i / 13) % (1 << bits)) as u8).collect();
-        Ok(KernelBench {
-            grid,
-            bits,
-            packed: crate::kernels::pack(&codes, bits),
-            scales: vec![1e-3; grid.groups()],
-            zeros: vec![1 << (bits - 1); grid.groups()],
-            weights: vec![0.5; n],
-        })
+        crate::kernels::workload::Workload::new(bits, n as usize).map(KernelBench).map_err(js_error)
     }
 
     /// One pass over all weights, with the simd128 kernel or the scalar one.
     pub fn run(&mut self, simd: bool) {
-        let path = if simd { crate::kernels::Path::Simd } else { crate::kernels::Path::Scalar };
-        crate::quant::apply_codes_with(path, &mut self.weights, &self.grid, self.bits, &self.packed, &self.scales, &self.zeros);
+        self.0.run(if simd { crate::kernels::Path::Simd } else { crate::kernels::Path::Scalar });
     }
 }

@@ -7,9 +7,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use p2u::format::manifest::FileInfo;
 use p2u::format::stream::read_all;
+use p2u::kernels::workload::Workload;
 use p2u::kernels::Path as KernelPath;
-use p2u::quant::{apply_codes_with, Grid};
 use p2u::runtime::build_plan;
 use p2u::{onnx, EncodeOptions, Error, ProgressiveModel, Result, RuntimeOptions};
 use tract_onnx::prelude::Tensor;
@@ -241,12 +242,15 @@ fn bench_model(m: &BenchModel, data_dir: &Path, limit: usize, opts: &EncodeOptio
             }
         }
         for bits in [2u8, 3, 4, 8] {
-            let o = EncodeOptions { base_bits: bits, refine_bits: vec![], clipping: p2u::Clipping::MinMax, ..EncodeOptions::default() };
-            let rtn = p2u::encode(&model, m.name, info.clone(), &o, &mut |_| {})?;
-            let c = EncodeOptions { base_bits: bits, refine_bits: vec![], ..opts.clone() };
-            let clip = p2u::encode(&model, m.name, info.clone(), &c, &mut |_| {})?;
-            let mut a = ProgressiveModel::from_base(&rtn.base, rt.clone())?;
-            let mut b = ProgressiveModel::from_base(&clip.base, rt.clone())?;
+            let (_, mut a) = base_only(
+                &model,
+                m.name,
+                &info,
+                &EncodeOptions { clipping: p2u::Clipping::MinMax, ..EncodeOptions::default() },
+                bits,
+                &rt,
+            )?;
+            let (_, mut b) = base_only(&model, m.name, &info, opts, bits, &rt)?;
             println!(
                 "  {bits} bit: min/max RTN {}  |  p2u clip-search base {}",
                 score(&predict(&mut a, eval)?),
@@ -256,6 +260,22 @@ fn bench_model(m: &BenchModel, data_dir: &Path, limit: usize, opts: &EncodeOptio
     }
     apply_vs_rebuild(&enc, &RuntimeOptions { input_shapes: vec![input_shape], ..Default::default() })?;
     Ok(())
+}
+
+/// The model quantized to a `bits`-bit base alone (no stream) with `opts`'
+/// clipping, and that base loaded for inference.
+pub fn base_only(
+    model: &tract_onnx::pb::ModelProto,
+    name: &str,
+    info: &FileInfo,
+    opts: &EncodeOptions,
+    bits: u8,
+    rt: &RuntimeOptions,
+) -> Result<(p2u::Encoded, ProgressiveModel)> {
+    let o = EncodeOptions { base_bits: bits, refine_bits: vec![], ..opts.clone() };
+    let enc = p2u::encode(model, name, info.clone(), &o, &mut |_| {})?;
+    let live = ProgressiveModel::from_base(&enc.base, rt.clone())?;
+    Ok((enc, live))
 }
 
 fn gzip_len(bytes: &[u8]) -> Option<u64> {
@@ -337,28 +357,24 @@ fn apply_vs_rebuild(enc: &p2u::Encoded, rt: &RuntimeOptions) -> Result<()> {
 }
 
 /// dequantize-and-add throughput over `n` weights, SIMD vs scalar.
-fn kernel_throughput(n: usize) {
-    let grid = Grid::choose(&[n / 1024, 1024], 0, 0);
+fn kernel_throughput(n: usize) -> Result<()> {
     println!("\n=== dequantize-and-add kernel ({} M weights, per-channel scales, {} SIMD) ===", n as f64 / 1e6, p2u::kernels::simd_name());
     for bits in [2u8, 4, 8] {
-        let codes: Vec<u8> = (0..n).map(|i| ((i * 7 + i / 13) % (1 << bits)) as u8).collect();
-        let packed = p2u::kernels::pack(&codes, bits);
-        let scales = vec![1e-3f32; grid.groups()];
-        let zeros = vec![1i32 << (bits - 1); grid.groups()];
-        let mut w = vec![0.5f32; n];
+        let mut work = Workload::new(bits, n)?;
         let mut rate = |path| {
-            apply_codes_with(path, &mut w, &grid, bits, &packed, &scales, &zeros);
+            work.run(path);
             let mut t = vec![];
             for _ in 0..7 {
                 let s = Instant::now();
-                apply_codes_with(path, &mut w, &grid, bits, &packed, &scales, &zeros);
+                work.run(path);
                 t.push(s.elapsed().as_secs_f64());
             }
-            (n * 4) as f64 / median(t) / 1e9
+            work.bytes() as f64 / median(t) / 1e9
         };
         let (scalar, simd) = (rate(KernelPath::Scalar), rate(KernelPath::Simd));
         println!("  {bits}-bit codes: scalar {scalar:.2} GB/s, simd {simd:.2} GB/s ({:.2}×) [GB of f32 weights updated]", simd / scalar);
     }
+    Ok(())
 }
 
 /// Runs the benchmark.
@@ -410,7 +426,7 @@ pub fn run(args: &[String]) -> Result<()> {
         return Ok(());
     }
     if a.get("only").is_none_or(|o| o == "kernel") {
-        kernel_throughput(2_400_256);
+        kernel_throughput(2_400_256)?;
     }
     for m in models.iter().filter(|m| a.get("only").is_none_or(|o| o == m.name)) {
         if !m.path.exists() {

@@ -11,7 +11,7 @@ use std::path::Path;
 use p2u::format::stream::read_all;
 use p2u::{EncodeOptions, Error, ProgressiveModel, Result, RuntimeOptions};
 
-use crate::bench::{accuracy, predict, EvalSet};
+use crate::bench::{accuracy, base_only, predict, EvalSet};
 
 /// One measured point: bytes received and top-1 accuracy (%).
 struct Point {
@@ -59,9 +59,8 @@ pub fn curve(
 
     let mut direct = vec![];
     for bits in [2u8, 3, 4, 8] {
-        let o = EncodeOptions { base_bits: bits, refine_bits: vec![], clipping: p2u::Clipping::MinMax, ..EncodeOptions::default() };
-        let q = p2u::encode(model, name, info.clone(), &o, &mut |_| {})?;
-        let mut m = ProgressiveModel::from_base(&q.base, rt.clone())?;
+        let min_max = EncodeOptions { clipping: p2u::Clipping::MinMax, ..EncodeOptions::default() };
+        let (q, mut m) = base_only(model, name, &info, &min_max, bits, rt)?;
         direct.push(Point { bytes: packed_size(&q, bits), accuracy: score(&mut m)?, label: format!("{bits} bit") });
     }
 
