@@ -145,12 +145,11 @@ async function readAll(res, total, onBytes) {
 }
 
 function resolveFiles(source) {
+  const here = globalThis.location?.href;
   if (typeof source === 'string' || source instanceof URL) {
-    const base = new URL(String(source), globalThis.location?.href);
-    return { manifestUrl: base.href };
+    return { manifestUrl: new URL(String(source), here).href };
   }
   if (source && source.base && source.stream) {
-    const here = globalThis.location?.href;
     return { baseUrl: new URL(String(source.base), here).href, streamUrl: new URL(String(source.stream), here).href };
   }
   throw new P2uError('load() takes a manifest URL (NAME.json) or { base, stream } URLs', 'invalid');
@@ -178,6 +177,12 @@ function normalizationArgs(input, normalize = {}) {
   }
   const range = normalize.range ?? RAW_RANGES[input.constructor.name];
   return [range[0], range[1], to[0], to[1], normalize.clamp ?? false];
+}
+
+/** The public status from the runtime's `{ stage, stages, chunksApplied,
+ * chunksTotal, exact }`. */
+function statusOf(runtime, source, error) {
+  return { ...runtime, final: runtime.exact, source, error };
 }
 
 /** What both model kinds share: the stage view and the `finalized` promise. */
@@ -246,16 +251,14 @@ export class P2uModel extends ModelView {
 
   /** @internal */
   constructor(wasm, info) {
-    const s = wasm.status();
-    super({ ...s, final: s.exact, source: info.source, error: null }, info);
+    super(statusOf(wasm.status(), info.source, null), info);
     this.#wasm = wasm;
     this.#abort = info.abort ?? new AbortController();
   }
 
   #readStatus() {
-    if (this.#disposed) return { ...this._status, error: this.error?.message ?? null };
-    const s = this.#wasm.status();
-    return { ...s, final: s.exact, source: this.source, error: this.error?.message ?? null };
+    const error = this.error?.message ?? null;
+    return this.#disposed ? { ...this._status, error } : statusOf(this.#wasm.status(), this.source, error);
   }
 
   /** The abort signal that stops the stream (internal wiring). */
@@ -378,32 +381,27 @@ class Patcher {
 }
 
 /**
- * Streams the residual file into the model: resumes with a Range request
+ * Streams the residual file into the model, starting with `first` (a cache
+ * hit, or the request `load()` already made); resumes with a Range request
  * from the first missing byte after a network failure (up to `retries`
- * times), stores the completed file in the cache.
+ * times); copies a download that starts at byte 0 into the cache.
  */
-async function streamInto(model, url, opts, cache, sha256, total, started) {
+async function streamInto(model, url, opts, cache, sha256, total, first) {
   const signal = model._signal;
   const patcher = new Patcher(model, opts);
   const progress = (loaded) => opts.onProgress?.({ file: 'stream', loaded, total });
   let attempt = 0;
-  let fromCache = false;
   for (;;) {
     const offset = model._wasm().received;
     try {
-      let res = offset === 0 ? await cached(cache, url, sha256) : null;
-      fromCache = !!res;
-      let skip = 0;
-      if (!res) {
-        const headers = offset > 0 ? { Range: `bytes=${offset}-` } : {};
-        const first = offset === 0 && attempt === 0 ? started : null;
-        res = await (first ?? fetchOk(url, { signal, headers, cache: 'no-store' }));
-        if (offset > 0 && res.status !== 206) skip = offset; // server ignored Range
-        if (offset === 0 && cache) {
-          const [mine, forCache] = res.body.tee();
-          store(cache, url, forCache, sha256, total);
-          res = new Response(mine);
-        }
+      const fromCache = attempt === 0 && first.cached;
+      const headers = offset > 0 ? { Range: `bytes=${offset}-` } : {};
+      let res = await (attempt === 0 ? first.response : fetchOk(url, { signal, headers, cache: 'no-store' }));
+      let skip = offset > 0 && res.status !== 206 ? offset : 0; // server ignored Range
+      if (offset === 0 && cache && !fromCache) {
+        const [mine, forCache] = res.body.tee();
+        store(cache, url, forCache, sha256, total);
+        res = new Response(mine);
       }
       const reader = res.body.getReader();
       signal.addEventListener('abort', () => reader.cancel().catch(() => {}), { once: true });
@@ -422,7 +420,7 @@ async function streamInto(model, url, opts, cache, sha256, total, started) {
         progress(model._wasm().received);
       }
       model._wasm().finishStream();
-      return { fromCache, longestStepMs: patcher.longestStepMs };
+      return { longestStepMs: patcher.longestStepMs };
     } catch (e) {
       if (signal.aborted) throw asP2uError(signal.reason ?? e, 'abort');
       const err = asP2uError(e, 'network');
@@ -535,9 +533,10 @@ async function loadWith(source, options, abort, t0) {
 
   // The link would idle while the model builds: ask for the stream now (its
   // body waits, bounded by the browser's own backpressure, until read).
-  const streamCached = !!(await cached(cache, files.streamUrl, streamSha));
-  const started = streamCached ? null : fetchOk(files.streamUrl, { signal, cache: 'no-store' });
-  started?.catch(() => {});
+  const streamHit = await cached(cache, files.streamUrl, streamSha);
+  const streamCached = !!streamHit;
+  const first = { cached: streamCached, response: streamHit ? Promise.resolve(streamHit) : fetchOk(files.streamUrl, { signal, cache: 'no-store' }) };
+  first.response.catch(() => {});
 
   await wasmReady;
   const { dims, ranks } = inputShapes(options.inputDims);
@@ -556,7 +555,7 @@ async function loadWith(source, options, abort, t0) {
   });
   options.onStage?.(model.status);
 
-  const streaming = streamInto(model, files.streamUrl, options, cache, streamSha, manifest?.stream?.bytes ?? 0, started).then(
+  const streaming = streamInto(model, files.streamUrl, options, cache, streamSha, manifest?.stream?.bytes ?? 0, first).then(
     async (info) => {
       const t = now();
       try {
@@ -647,12 +646,14 @@ export class P2uWorkerModel extends ModelView {
  */
 export function loadInWorker(source, options = {}) {
   const { onProgress, onStage, onRetry, signal, workerUrl, ...rest } = options;
-  const here = globalThis.location?.href;
-  const resolved =
-    typeof source === 'string' || source instanceof URL
-      ? new URL(String(source), here).href
-      : { base: new URL(String(source.base), here).href, stream: new URL(String(source.stream), here).href };
-  if (rest.wasm !== undefined) rest.wasm = new URL(String(rest.wasm), here).href;
+  let files;
+  try {
+    files = resolveFiles(source); // absolute: the worker resolves against its own URL
+  } catch (e) {
+    return Promise.reject(e);
+  }
+  const resolved = files.manifestUrl ?? { base: files.baseUrl, stream: files.streamUrl };
+  if (rest.wasm !== undefined) rest.wasm = new URL(String(rest.wasm), globalThis.location?.href).href;
   const worker = new Worker(workerUrl ?? new URL('./worker.js', import.meta.url), { type: 'module' });
   const handlers = new Set();
   return new Promise((resolve, reject) => {

@@ -92,9 +92,8 @@ export function startServer({ mounts, port = 0, defaultFaults = {} }) {
     entry.status = status;
     res.writeHead(status, { ...headers, 'content-type': TYPES[extname(file)] ?? 'application/octet-stream', 'content-length': end - start + 1 });
     if (req.method === 'HEAD') return res.end();
-    const key = `${url.pathname}`;
-    const dropAt = faults.drop !== undefined && !dropped.has(key) ? faults.drop : Infinity;
-    if (dropAt !== Infinity) dropped.add(key);
+    const dropAt = faults.drop !== undefined && !dropped.has(url.pathname) ? faults.drop : Infinity;
+    if (dropAt !== Infinity) dropped.add(url.pathname);
     const corruptAt = extname(file) === '.p2u' && faults.corrupt !== undefined ? faults.corrupt : -1;
     const rate = faults.rate ?? Infinity;
     const stream = createReadStream(file, { start, end, highWaterMark: 16384 });

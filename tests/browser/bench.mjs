@@ -27,6 +27,18 @@ const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 async function fresh() {
   await h.page.goto(`${h.origin}/blank/`);
   await h.page.evaluate(() => {
+    // the same deterministic input for every runtime
+    window.__input = (dims) => new Float32Array(dims.reduce((a, b) => a * b)).map((_, i) => ((i * 7919) % 1000) / 1000);
+    // median of three timed calls of `run`, with what the middle one returned
+    window.__median3 = async (run) => {
+      const ts = [];
+      for (let i = 0; i < 3; i++) {
+        const s = performance.now();
+        const value = await run();
+        ts.push({ ms: performance.now() - s, value });
+      }
+      return ts.sort((a, b) => a.ms - b.ms)[1];
+    };
     window.__longtasks = [];
     new PerformanceObserver((l) => window.__longtasks.push(...l.getEntries().map((e) => ({ start: e.startTime, ms: e.duration })))).observe({ type: 'longtask' });
   });
@@ -36,7 +48,7 @@ async function p2uRun(m, worker) {
   await fresh();
   return h.page.evaluate(async ({ m, slow, worker }) => {
     const p2u = await import('/pkg/p2u.js');
-    const x = new Float32Array(m.dims.reduce((a, b) => a * b)).map((_, i) => ((i * 7919) % 1000) / 1000);
+    const x = window.__input(m.dims);
     const t0 = performance.now();
     const stageTimes = [];
     const loader = worker ? p2u.loadInWorker : p2u.load;
@@ -52,8 +64,7 @@ async function p2uRun(m, worker) {
     const patchEnd = performance.now();
     const rFinal = await model.run(x, m.dims);
     const tFinal = performance.now() - t0;
-    const lat = async () => { const ts = []; for (let i = 0; i < 3; i++) { const s = performance.now(); await model.run(x, m.dims); ts.push(performance.now() - s); } return ts.sort((a, b) => a - b)[1]; };
-    const finalLatency = await lat();
+    const finalLatency = (await window.__median3(() => model.run(x, m.dims))).ms;
     const during = window.__longtasks.filter((t) => t.start >= patchStart && t.start + t.ms <= patchEnd);
     model.dispose();
     return {
@@ -68,15 +79,14 @@ async function p2uStage0Latency(m) {
   await fresh();
   return h.page.evaluate(async ({ m }) => {
     const p2u = await import('/pkg/p2u.js');
-    const x = new Float32Array(m.dims.reduce((a, b) => a * b)).map((_, i) => ((i * 7919) % 1000) / 1000);
+    const x = window.__input(m.dims);
     // the refining plan serves stages 0..K-1 alike: stop the stream after the base
     const model = await p2u.load(`/bench/${m.stem}/${m.stem}.json`, { inputDims: m.dims, cache: false });
     model.stop();
     await model.run(x, m.dims);
-    const ts = [];
-    for (let i = 0; i < 3; i++) { const s = performance.now(); const r = await model.run(x, m.dims); ts.push([performance.now() - s, r.stage]); }
+    const mid = await window.__median3(() => model.run(x, m.dims));
     model.dispose();
-    return ts.sort((a, b) => a[0] - b[0])[1];
+    return [mid.ms, mid.value.stage];
   }, { m });
 }
 
@@ -84,7 +94,7 @@ async function tractFp32(m) {
   await fresh();
   return h.page.evaluate(async ({ m, slow }) => {
     const p2u = await import('/pkg/p2u.js');
-    const x = new Float32Array(m.dims.reduce((a, b) => a * b)).map((_, i) => ((i * 7919) % 1000) / 1000);
+    const x = window.__input(m.dims);
     const t0 = performance.now();
     await p2u.init();
     const bytes = new Uint8Array(await (await fetch(`${slow}/${m.stem}.onnx`)).arrayBuffer());
@@ -103,7 +113,7 @@ async function ortFp32(m) {
     const ort = await import('/ort/ort.wasm.min.mjs');
     ort.env.wasm.wasmPaths = '/ort/';
     ort.env.wasm.numThreads = 1; // not cross-origin isolated; tract-wasm is single-threaded too
-    const x = new Float32Array(m.dims.reduce((a, b) => a * b)).map((_, i) => ((i * 7919) % 1000) / 1000);
+    const x = window.__input(m.dims);
     const t0 = performance.now();
     const bytes = new Uint8Array(await (await fetch(`${slow}/${m.stem}.onnx`)).arrayBuffer());
     const tDownload = performance.now() - t0;
@@ -111,10 +121,9 @@ async function ortFp32(m) {
     const feeds = { [session.inputNames[0]]: new ort.Tensor('float32', x, m.dims) };
     await session.run(feeds);
     const tFirst = performance.now() - t0;
-    const ts = [];
-    for (let i = 0; i < 3; i++) { const s = performance.now(); await session.run(feeds); ts.push(performance.now() - s); }
+    const latency = (await window.__median3(() => session.run(feeds))).ms;
     await session.release();
-    return { tDownload, tFirst, latency: ts.sort((a, b) => a - b)[1] };
+    return { tDownload, tFirst, latency };
   }, { m, slow });
 }
 

@@ -5,36 +5,22 @@ import { it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { homedir, tmpdir } from 'node:os';
-import { chromium } from 'playwright-core';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { startServer } from '../../www/server.mjs';
-import { repo, CHROMIUM_ARGS } from './harness.mjs';
+import { open, repo } from './harness.mjs';
 
 const assets = process.env.P2U_DEMO_ASSETS ?? join(homedir(), '.cache', 'p2u', 'demo-web');
-let server;
-let browser;
-let profile;
+let h;
 before(async () => {
-  server = await startServer({ mounts: { '/': join(repo, 'www'), '/pkg/': join(repo, 'pkg'), '/demo/': assets } });
-  profile = mkdtempSync(join(tmpdir(), 'p2u-demo-chromium-'));
-  browser = await chromium.launchPersistentContext(profile, { executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium', args: CHROMIUM_ARGS, headless: true, viewport: { width: 1100, height: 1000 } });
+  h = await open({ '/': join(repo, 'www'), '/demo/': assets }, { viewport: { width: 1100, height: 1000 } });
 });
 after(async () => {
-  await browser?.close();
-  await server?.close();
-  rmSync(profile, { recursive: true, force: true });
+  await h?.close();
 });
 
 it('the demo shows a preview prediction before the stream ends, then the final one', async () => {
-  const page = browser.pages()[0] ?? (await browser.newPage());
-  const offsite = [];
-  page.on('request', (r) => {
-    const u = new URL(r.url());
-    if (!['data:', 'blob:'].includes(u.protocol) && u.hostname !== '127.0.0.1') offsite.push(r.url());
-  });
+  const { page, origin } = h;
   const errors = [];
   page.on('pageerror', (e) => errors.push(e.message));
-  await page.goto(`${server.origin}/`);
+  await page.goto(`${origin}/`);
   await page.selectOption('#sample', 'Te-me_0017.jpg');
   await page.waitForFunction(() => document.querySelector('#truth').textContent.includes('meningioma'));
   await page.selectOption('#bandwidth', '50');
@@ -75,5 +61,5 @@ it('the demo shows a preview prediction before the stream ends, then the final o
   await page.dispatchEvent('#ww', 'change');
   await page.waitForFunction(() => document.querySelectorAll('#prediction .bar').length === 4);
   assert.deepEqual(errors, []);
-  assert.deepEqual(offsite, [], 'no request left 127.0.0.1');
+  assert.deepEqual(h.offsite, [], 'no request left the demo server on 127.0.0.1');
 });

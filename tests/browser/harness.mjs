@@ -23,8 +23,9 @@ export function f32Bits(path) {
   return Array.from(new Uint32Array(b.buffer, b.byteOffset, b.length / 4));
 }
 
-/** Starts server + browser; returns `{ server, browser, page, origin, close }`. */
-export async function open(extraMounts = {}) {
+/** Starts server + browser; returns `{ server, browser, page, origin,
+ * offsite (requests that left the server), close }`. */
+export async function open(extraMounts = {}, { viewport } = {}) {
   const server = await startServer({
     mounts: { '/pkg/': join(repo, 'pkg'), '/fx/': fixtures, '/blank/': join(repo, 'tests', 'browser', 'blank'), ...extraMounts },
   });
@@ -33,6 +34,7 @@ export async function open(extraMounts = {}) {
     executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
     args: CHROMIUM_ARGS,
     headless: true,
+    ...(viewport ? { viewport } : {}),
   });
   const page = browser.pages()[0] ?? (await browser.newPage());
   const offsite = [];

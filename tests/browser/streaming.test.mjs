@@ -34,6 +34,23 @@ function inPage(fn, arg) {
   );
 }
 
+const ORIGINALS = {
+  resnet: { onnx: '/fx/resnet_original.onnx', input: '/fx/resnet_input.f32', dims: RESNET_DIMS },
+  mnv2: { onnx: '/fx/mnv2_original.onnx', input: '/fx/mnv2_input.f32', dims: MNV2_DIMS },
+};
+const originals = new Map();
+
+/** Output bits of the original fp32 model in tract-wasm on the fixture input (once per model). */
+function originalBits(which) {
+  if (!originals.has(which)) {
+    originals.set(which, inPage(async (p2u, { f32, bits, arg }) => {
+      const original = await p2u.loadOnnx(new Uint8Array(await (await fetch(arg.onnx)).arrayBuffer()), { inputDims: arg.dims });
+      return bits((await original.run(await f32(arg.input), arg.dims)).outputs[0].data);
+    }, ORIGINALS[which]));
+  }
+  return originals.get(which);
+}
+
 const requestsFor = (suffix) => h.server.requests.filter((r) => r.path.endsWith(suffix));
 
 describe('streaming in Chromium', () => {
@@ -53,15 +70,12 @@ describe('streaming in Chromium', () => {
       await m.finalized;
       clearInterval(poll);
       const last = await m.run(x, arg.dims);
-      const original = await p2u.loadOnnx(new Uint8Array(await (await fetch('/fx/mnv2_original.onnx')).arrayBuffer()), { inputDims: arg.dims });
-      const ref = (await original.run(x, arg.dims)).outputs[0].data;
       return {
         first: { stage: first.stage, final: first.final, chunks: first.chunksApplied, total: first.chunksTotal },
         atFirst,
         stagesSeen: [...stages].sort(),
         last: { stage: last.stage, final: last.final, exact: m.status.exact, dims: last.dims },
         lastBits: bits(last.output),
-        refBits: bits(ref),
         firstBits: bits(first.output),
       };
     }, { url: MNV2, dims: MNV2_DIMS });
@@ -70,7 +84,7 @@ describe('streaming in Chromium', () => {
     assert.ok(r.atFirst.loaded < r.atFirst.total, `first result at ${r.atFirst.loaded} of ${r.atFirst.total} stream bytes`);
     assert.ok(r.stagesSeen.length >= 2 && r.stagesSeen.some((s) => s > 0 && s < 3), `stages served before the end: ${r.stagesSeen}`);
     assert.deepEqual(r.last, { stage: 3, final: true, exact: true, dims: [1, 1000] });
-    assert.deepEqual(r.lastBits, r.refBits, 'final output = tract-wasm on the original fp32 file, bit for bit');
+    assert.deepEqual(r.lastBits, await originalBits('mnv2'), 'final output = tract-wasm on the original fp32 file, bit for bit');
     assert.notDeepEqual(r.firstBits, r.lastBits);
     // The native runtime computes with other SIMD kernels (x86 FMA vs wasm
     // simd128), so it agrees to rounding, not to the bit; same top class.
@@ -93,18 +107,10 @@ describe('streaming in Chromium', () => {
       return { final: y.final, bits: bits(y.output) };
     }, { url: RESNET, dims: RESNET_DIMS });
     assert.equal(r.final, true);
-    const clean = await resnetFinalBits();
+    const clean = await originalBits('resnet');
     assert.deepEqual(r.bits, clean);
   });
 
-  let cleanResnet = null;
-  async function resnetFinalBits() {
-    cleanResnet ??= await inPage(async (p2u, { f32, bits, arg }) => {
-      const original = await p2u.loadOnnx(new Uint8Array(await (await fetch(arg.onnx)).arrayBuffer()), { inputDims: arg.dims });
-      return bits((await original.run(await f32('/fx/resnet_input.f32'), arg.dims)).outputs[0].data);
-    }, { onnx: '/fx/resnet_original.onnx', dims: RESNET_DIMS });
-    return cleanResnet;
-  }
 
   it('resumes a dropped connection with a Range request from the first missing byte', async () => {
     const r = await inPage(async (p2u, { f32, bits, arg }) => {
@@ -121,7 +127,7 @@ describe('streaming in Chromium', () => {
     assert.ok(r.retries[0] > 0 && r.retries[0] <= 300000, `resumed at ${r.retries[0]}`);
     const ranged = requestsFor('/s/rate=600000,drop=300000' + RESNET_STREAM).filter((q) => q.range);
     assert.deepEqual(ranged.map((q) => [q.range, q.status]), [[`bytes=${r.retries[0]}-`, 206]]);
-    assert.deepEqual(r.bits, await resnetFinalBits());
+    assert.deepEqual(r.bits, await originalBits('resnet'));
   });
 
   it('resumes on a server without Range support by skipping what it already has', async () => {
@@ -130,7 +136,7 @@ describe('streaming in Chromium', () => {
       await m.finalized;
       return bits((await m.run(await f32('/fx/resnet_input.f32'), arg.dims)).output);
     }, { url: RESNET, dims: RESNET_DIMS });
-    assert.deepEqual(r, await resnetFinalBits());
+    assert.deepEqual(r, await originalBits('resnet'));
   });
 
   it('a dropped connection without retries leaves the model at its last good stage', async () => {
@@ -251,7 +257,7 @@ describe('streaming in Chromium', () => {
     const fetched = h.server.requests.slice(before).map((q) => q.path).filter((p) => p.includes('resnet_fmnist.'));
     assert.deepEqual({ ...warm, bits: undefined }, { source: 'cache', final: true, status: 'cache', bits: undefined });
     assert.deepEqual(fetched, [url.replace(/\/fx.*/, '') + '/fx/resnet/resnet_fmnist.json'], 'only the manifest was asked for');
-    assert.deepEqual(warm.bits, await resnetFinalBits());
+    assert.deepEqual(warm.bits, await originalBits('resnet'));
     await h.browser.setOffline(true);
     try {
       const offline = await inPage(async (p2u, { arg }) => {
@@ -278,10 +284,6 @@ describe('streaming in Chromium', () => {
     assert.ok(r.first[0] < 3 && r.first[1] === false, `first result from stage ${r.first[0]}`);
     assert.deepEqual(r.last, [3, true]);
     assert.ok(r.stages > 10);
-    const main = await inPage(async (p2u, { f32, bits, arg }) => {
-      const original = await p2u.loadOnnx(new Uint8Array(await (await fetch('/fx/mnv2_original.onnx')).arrayBuffer()), { inputDims: arg.dims });
-      return bits((await original.run(await f32('/fx/mnv2_input.f32'), arg.dims)).outputs[0].data);
-    }, { dims: MNV2_DIMS });
-    assert.deepEqual(r.bits, main);
+    assert.deepEqual(r.bits, await originalBits('mnv2'));
   });
 });
