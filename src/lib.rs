@@ -5,6 +5,7 @@
 //! original bits, and runs the model in tract while it refines.
 //!
 //! * [`encoder`]: fp32 ONNX → base + stream + manifest.
+//! * [`calibrate`]: statistics from running the fp32 model on sample inputs.
 //! * [`format`]: the stream container, manifest and hashes (`docs/FORMAT.md`).
 //! * [`quant`]: how codes and scales are chosen and applied.
 //! * [`kernels`]: the dequantize-and-add loop (scalar, SSE2, simd128).
@@ -12,11 +13,13 @@
 //! * [`runtime`]: [`ProgressiveModel`], the live, patchable model.
 //! * `web` (wasm32 only): the wasm-bindgen layer the npm package wraps.
 
+pub mod calibrate;
 pub mod encoder;
 pub mod error;
 pub mod format;
 pub mod kernels;
 pub mod onnx;
+pub mod parallel;
 pub mod quant;
 pub mod runtime;
 #[cfg(target_arch = "wasm32")]

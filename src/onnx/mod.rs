@@ -152,8 +152,19 @@ fn elements(t: &TensorProto) -> usize {
     t.dims.iter().map(|&d| d.max(0) as usize).product()
 }
 
-fn attr_int(node: &NodeProto, name: &str) -> Option<i64> {
+/// An INT attribute of a node.
+pub(crate) fn attr_int(node: &NodeProto, name: &str) -> Option<i64> {
     node.attribute.iter().find(|a| a.name == name).map(|a| a.i)
+}
+
+/// An INTS attribute of a node.
+pub(crate) fn attr_ints<'a>(node: &'a NodeProto, name: &str) -> Option<&'a [i64]> {
+    node.attribute.iter().find(|a| a.name == name).map(|a| a.ints.as_slice())
+}
+
+/// A STRING attribute of a node.
+pub(crate) fn attr_str<'a>(node: &'a NodeProto, name: &str) -> Option<&'a str> {
+    node.attribute.iter().find(|a| a.name == name).and_then(|a| std::str::from_utf8(&a.s).ok())
 }
 
 fn int_attr(name: &str, i: i64) -> AttributeProto {
@@ -248,7 +259,8 @@ fn check_subgraph(g: &pb::GraphProto, owner: &str, min_elements: usize) -> Resul
     Ok(())
 }
 
-fn consumers(g: &pb::GraphProto) -> HashMap<&str, Vec<(&NodeProto, usize)>> {
+/// Every node input, by value name: `(node, input index)`.
+pub(crate) fn consumers(g: &pb::GraphProto) -> HashMap<&str, Vec<(&NodeProto, usize)>> {
     let mut m: HashMap<&str, Vec<(&NodeProto, usize)>> = HashMap::new();
     for n in &g.node {
         for (i, inp) in n.input.iter().enumerate() {
@@ -448,6 +460,18 @@ pub fn assemble<'a>(skeleton: &ModelProto, weights: impl IntoIterator<Item = (&'
         let mut inits: Vec<TensorProto> = weights.into_iter().map(|(n, d, v)| f32_tensor(n, d, v)).collect();
         inits.append(&mut g.initializer);
         g.initializer = inits;
+    }
+    m
+}
+
+/// `model` without the named constant tensors (initializers or `Constant`
+/// nodes): the skeleton [`weights_as_inputs`] turns into a plan whose
+/// weights are inputs.
+pub fn strip_weights(model: &ModelProto, names: &[&str]) -> ModelProto {
+    let mut m = model.clone();
+    if let Some(g) = m.graph.as_mut() {
+        g.initializer.retain(|t| !names.contains(&t.name.as_str()));
+        g.node.retain(|n| !(n.op_type == "Constant" && n.output.first().is_some_and(|o| names.contains(&o.as_str()))));
     }
     m
 }

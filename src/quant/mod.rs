@@ -10,8 +10,10 @@
 //! * Exact stage ([`exact`]): the remaining IEEE-754 difference, range-coded.
 
 pub mod exact;
+pub mod gptq;
 pub mod grid;
 
+pub use gptq::InputStats;
 pub use grid::{DequantizeLayout, Grid, Run};
 
 use crate::kernels::{self, Scales};
@@ -90,14 +92,60 @@ const CLIP_RATIOS: usize = 40;
 /// `Σ |error|^p` of the decoded weights (p = 2: mean squared error; a larger
 /// p clips outliers less); `None` is plain min/max round-to-nearest.
 pub fn quantize_base(weights: &[f32], grid: &Grid, bits: u8, clip_norm: Option<u8>) -> StageCodes {
+    let (scales, zeros) = base_params(weights, grid, bits, clip_norm, None);
     let levels = 1i32 << bits;
-    let mut out = StageCodes {
-        bits,
-        codes: vec![0; weights.len()],
-        scales: vec![0.0; grid.groups()],
-        zeros: vec![0; grid.groups()],
-        escapes: vec![],
-    };
+    let mut codes = vec![0u8; weights.len()];
+    for (i, g) in grid.element_groups() {
+        codes[i] = round_code(weights[i] / scales[g], zeros[g], levels);
+    }
+    StageCodes { bits, codes, scales, zeros, escapes: vec![] }
+}
+
+/// The base stage rounded with calibration data ([`gptq`]): the clipping
+/// search weighs each element's error by how strongly its input fires
+/// (`H_ii`), then the codes are chosen row by row with GPTQ's error
+/// feedback. Rows whose Gram matrix cannot be factored round to nearest.
+pub fn quantize_base_calibrated(weights: &[f32], grid: &Grid, bits: u8, clip_norm: Option<u8>, stats: &InputStats) -> StageCodes {
+    let mut importance = vec![0f32; weights.len()];
+    for o in 0..stats.outputs {
+        let h = stats.gram_of(o);
+        for i in 0..stats.inputs {
+            importance[stats.index(o, i)] = h[i * stats.inputs + i] as f32;
+        }
+    }
+    let (scales, zeros) = base_params(weights, grid, bits, clip_norm, Some(&importance));
+    let levels = 1i32 << bits;
+    let mut codes = vec![0u8; weights.len()];
+    let per_gram = stats.outputs / stats.grams.len();
+    let factors: Vec<Option<gptq::Factor>> = stats.grams.iter().map(|g| gptq::Factor::new(g, stats.inputs)).collect();
+    let mut row = vec![0f32; stats.inputs];
+    for o in 0..stats.outputs {
+        for (i, r) in row.iter_mut().enumerate() {
+            *r = weights[stats.index(o, i)];
+        }
+        let mut round = |i: usize, w: f32| {
+            let j = stats.index(o, i);
+            let g = grid.group_of(j);
+            let q = round_code(w / scales[g], zeros[g], levels);
+            codes[j] = q;
+            kernels::scalar_step(0.0, q, zeros[g], scales[g])
+        };
+        match &factors[o / per_gram] {
+            Some(f) => gptq::round_row(f, &row, round),
+            None => row.iter().enumerate().for_each(|(i, &w)| {
+                round(i, w);
+            }),
+        }
+    }
+    StageCodes { bits, codes, scales, zeros, escapes: vec![] }
+}
+
+/// Per-group scale and zero point of the base: min/max, or the clipping
+/// ratio minimising `Σ importance_i · |error_i|^p`.
+fn base_params(weights: &[f32], grid: &Grid, bits: u8, clip_norm: Option<u8>, importance: Option<&[f32]>) -> (Vec<f32>, Vec<i32>) {
+    let levels = 1i32 << bits;
+    let mut scales = vec![0.0; grid.groups()];
+    let mut zeros = vec![0; grid.groups()];
     for (g, idx) in group_members(grid).into_iter().enumerate() {
         let (lo, hi) = idx.iter().fold((0f32, 0f32), |(a, b), &i| (a.min(weights[i]), b.max(weights[i])));
         let ratios = if clip_norm.is_some() { CLIP_RATIOS } else { 1 };
@@ -111,26 +159,23 @@ pub fn quantize_base(weights: &[f32], grid: &Grid, bits: u8, clip_norm: Option<u
                 .map(|&i| {
                     let q = round_code(weights[i] / s, z, levels);
                     let d = ((kernels::scalar_step(0.0, q, z, s) - weights[i]) as f64).abs();
-                    match p {
+                    let e = match p {
                         2 => d * d,
                         3 => d * d * d,
                         4 => (d * d) * (d * d),
                         _ => d.powi(p as i32),
-                    }
+                    };
+                    importance.map_or(e, |imp| e * imp[i] as f64)
                 })
                 .sum();
             if err < best.0 {
                 best = (err, s, z);
             }
         }
-        let (_, s, z) = best;
-        out.scales[g] = s;
-        out.zeros[g] = z;
-        for &i in &idx {
-            out.codes[i] = round_code(weights[i] / s, z, levels);
-        }
+        scales[g] = best.1;
+        zeros[g] = best.2;
     }
-    out
+    (scales, zeros)
 }
 
 /// Bits an escape costs in the stream (index + integer step count).
