@@ -142,8 +142,8 @@ fn unsupported_models_get_a_clear_message() {
     let o = p2u(&[&"encode", &dir.join("missing.onnx"), &"-o", &out]);
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).contains("missing.onnx"), "{}", text(&o));
-    let o = p2u(&[&"encode", &dir.join("missing.onnx"), &"-o", &out, &"--base-bits", &"5"]);
-    assert!(text(&o).contains("base bits 5"), "options are checked before any file is read: {}", text(&o));
+    let o = p2u(&[&"encode", &dir.join("missing.onnx"), &"-o", &out, &"--base-bits", &"9"]);
+    assert!(text(&o).contains("base bits 9"), "options are checked before any file is read: {}", text(&o));
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -159,14 +159,21 @@ fn curve_of_resnet_on_fashion_mnist() {
     let rows: Vec<Vec<&str>> = csv.lines().skip(1).map(|l| l.split(',').collect()).collect();
     let p2u_rows: Vec<_> = rows.iter().filter(|r| r[0] == "p2u").collect();
     let direct: Vec<_> = rows.iter().filter(|r| r[0] == "direct").collect();
+    let bases: Vec<_> = rows.iter().filter(|r| r[0] == "p2u-base").collect();
     assert!(p2u_rows.len() >= 5, "{csv}");
-    assert_eq!(direct.iter().map(|r| r[3]).collect::<Vec<_>>(), ["2 bit", "3 bit", "4 bit", "8 bit"]);
+    assert_eq!(direct.iter().map(|r| r[3]).collect::<Vec<_>>(), ["2 bit", "3 bit", "4 bit", "5 bit", "6 bit", "7 bit", "8 bit"]);
+    assert_eq!(bases.iter().map(|r| r[3]).collect::<Vec<_>>(), ["2 bit", "3 bit", "4 bit"]);
     let bytes = |r: &&&Vec<&str>| r[1].parse::<u64>().unwrap();
     assert!(p2u_rows.windows(2).all(|w| bytes(&&w[0]) < bytes(&&w[1])), "bytes grow along the stream");
     assert!(direct.windows(2).all(|w| bytes(&&w[0]) < bytes(&&w[1])), "direct bytes grow with the bits");
     assert_eq!(p2u_rows.last().unwrap()[3], "stage 3");
     let acc = |r: &&Vec<&str>| r[2].parse::<f64>().unwrap();
     assert!(acc(p2u_rows.last().unwrap()) > 85.0, "{csv}");
+    // calibrated (GPTQ) 2-bit base against direct 2-bit min/max on the same images
+    assert!(acc(&bases[0]) > acc(&direct[0]) + 20.0, "{csv}");
+    assert!(text(&o).contains("held out for calibration") && text(&o).contains("best p2u within it"), "{}", text(&o));
     let svg = std::fs::read_to_string(out.join("resnet_fmnist.curve.svg")).unwrap();
-    assert!(svg.starts_with("<svg") && svg.contains("<polyline") && svg.matches("<circle").count() == rows.len(), "{svg}");
+    assert!(svg.starts_with("<svg") && svg.contains("<polyline"), "{svg}");
+    assert_eq!(svg.matches("<circle").count(), p2u_rows.len() + direct.len(), "{svg}");
+    assert_eq!(svg.matches("<rect x=").count(), bases.len(), "{svg}");
 }

@@ -4,19 +4,30 @@
 //! each stage by running the client's own arithmetic ([`quant::apply_codes`],
 //! [`quant::exact`]) — so the exact stage is computed against what the
 //! client really has, and the encoder checks that it lands on the original bits.
+//!
+//! With calibration data ([`crate::calibrate`]) the base is rounded with
+//! GPTQ, each tensor's output sensitivity is measured, and the sensitivity
+//! drives the per-tensor base widths under a byte budget ([`budget`]) and
+//! the gain-per-byte order of the stream's chunks ([`order`]).
 
+pub mod budget;
+pub mod order;
+
+use std::sync::Arc;
+
+use crate::calibrate::{self, Calibration};
 use crate::error::{Error, Result};
 use crate::format::manifest::{FileInfo, Manifest, StageInfo, TensorInfo, MANIFEST_VERSION};
 use crate::format::stream::{Chunk, Stage, StageKind, StreamHeader, TensorEntry};
 use crate::format::{hex, payload, sha256, tensor_hash, weights_hash, Hash};
 use crate::onnx::{self, BaseWeight, Weight};
-use crate::quant::{self, apply_codes, exact, ErrorStats, Grid, StageCodes};
+use crate::quant::{self, apply_codes, exact, ErrorStats, Grid, InputStats, StageCodes};
 use tract_onnx::pb::ModelProto;
 
 /// Encoder settings.
 #[derive(Clone, Debug)]
 pub struct EncodeOptions {
-    /// Code width of the base (2, 3, 4 or 8).
+    /// Code width of the base (2..=8; stored as UINT4 up to 4 bits, else UINT8).
     pub base_bits: u8,
     /// Code widths of the refinement stages, in order (each 2..=8).
     pub refine_bits: Vec<u8>,
@@ -26,13 +37,54 @@ pub struct EncodeOptions {
     pub min_elements: usize,
     /// How the base's scales are chosen.
     pub clipping: Clipping,
+    /// Sample inputs: enables GPTQ rounding of the base, and is required by
+    /// [`ChunkOrder::Rate`] and [`EncodeOptions::base_budget`].
+    pub calibration: Option<Arc<Calibration>>,
+    /// Order of the stream's chunks.
+    pub order: ChunkOrder,
+    /// Mixed precision: base widths per tensor (1, 2, 3, 4 or 8 bits) chosen by
+    /// sensitivity to fit this budget; `None` gives every tensor `base_bits`.
+    pub base_budget: Option<BaseBudget>,
 }
 
 impl Default for EncodeOptions {
     fn default() -> Self {
-        EncodeOptions { base_bits: 4, refine_bits: vec![4, 8], block: 0, min_elements: 256, clipping: Clipping::Auto }
+        EncodeOptions {
+            base_bits: 4,
+            refine_bits: vec![4, 8],
+            block: 0,
+            min_elements: 256,
+            clipping: Clipping::Auto,
+            calibration: None,
+            order: ChunkOrder::Layer,
+            base_budget: None,
+        }
     }
 }
+
+/// Order of the chunks in the stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChunkOrder {
+    /// Stage by stage, tensors in model order within a stage.
+    Layer,
+    /// By estimated accuracy gain per byte on the calibration data, so that
+    /// accuracy rises steadily with the bytes received.
+    Rate,
+}
+
+/// Size of a mixed-precision base's quantized weights.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum BaseBudget {
+    /// Bytes of codes (bit-packed), scales and zero points.
+    Bytes(u64),
+    /// The bytes a uniform base of this many bits per weight would take.
+    BitsPerWeight(f32),
+}
+
+/// Base widths the mixed-precision allocation chooses from (1-bit codes
+/// only here: a tensor the calibration finds insensitive may give its bits
+/// to one that is not).
+pub const MIXED_BITS: [u8; 5] = [1, 2, 3, 4, 8];
 
 /// How the base quantizer picks each group's scale.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,14 +120,41 @@ pub struct Encoded {
     pub manifest: Manifest,
 }
 
-/// Progress of an encode, reported per tensor.
+/// What the encoder is doing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Running the model on the calibration data (one step).
+    Calibrating,
+    /// Choosing base codes, per tensor.
+    Quantizing,
+    /// Measuring each tensor's output sensitivity (one step).
+    Measuring,
+    /// Encoding the refinement and exact stages, per tensor.
+    Encoding,
+}
+
+impl Phase {
+    /// Lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Calibrating => "calibrating",
+            Phase::Quantizing => "quantizing",
+            Phase::Measuring => "measuring sensitivity",
+            Phase::Encoding => "encoding",
+        }
+    }
+}
+
+/// Progress of an encode, reported per tensor within each phase.
 #[derive(Clone, Debug)]
 pub struct Progress<'a> {
-    /// Tensors done.
+    /// Current phase.
+    pub phase: Phase,
+    /// Tensors (or steps) done in this phase.
     pub done: usize,
-    /// Tensors in all.
+    /// Tensors (or steps) in this phase.
     pub total: usize,
-    /// Tensor just finished.
+    /// Tensor just finished (empty for one-step phases).
     pub tensor: &'a str,
 }
 
@@ -85,14 +164,23 @@ struct EncodedTensor {
     chunks: Vec<Chunk>,
     hash: Hash,
     errors: Vec<ErrorStats>,
+    /// Output-error proxy after each stage ([`proxy_error`]).
+    proxy: Vec<f64>,
     sum_sq: f64,
+}
+
+/// A candidate base for one tensor.
+struct BaseCandidate {
+    codes: StageCodes,
+    decoded: Vec<f32>,
+    proxy: f64,
 }
 
 impl EncodeOptions {
     /// Checks the bit widths and stage count.
     pub fn validate(&self) -> Result<()> {
-        if !matches!(self.base_bits, 2 | 3 | 4 | 8) {
-            return Err(Error::Invalid(format!("base bits {} (use 2, 3, 4 or 8)", self.base_bits)));
+        if !(2..=8).contains(&self.base_bits) {
+            return Err(Error::Invalid(format!("base bits {} (use 2..=8)", self.base_bits)));
         }
         if let Some(b) = self.refine_bits.iter().find(|b| !(2..=8).contains(*b)) {
             return Err(Error::Invalid(format!("refinement stage of {b} bits (use 2..=8)")));
@@ -104,6 +192,16 @@ impl EncodeOptions {
         }
         if self.refine_bits.len() > 16 {
             return Err(Error::Invalid("at most 16 refinement stages".into()));
+        }
+        if self.calibration.is_none() && (self.order == ChunkOrder::Rate || self.base_budget.is_some()) {
+            return Err(Error::Invalid(
+                "the rate order and a base budget are measured on calibration data: give calibration inputs (--calibration)".into(),
+            ));
+        }
+        if let Some(BaseBudget::BitsPerWeight(b)) = self.base_budget {
+            if !(2.0..=8.0).contains(&b) {
+                return Err(Error::Invalid(format!("base budget of {b} bits per weight (use 2..=8)")));
+            }
         }
         Ok(())
     }
@@ -117,13 +215,45 @@ impl EncodeOptions {
     }
 }
 
-fn encode_tensor(index: u32, w: &Weight, opts: &EncodeOptions) -> Result<EncodedTensor> {
-    let grid = Grid::choose(&w.dims, w.channel_axis, opts.block);
+/// The output-error proxy of `approx`: the layer's squared output error on
+/// the calibration data where there are input statistics, else the squared
+/// weight error.
+fn proxy_error(stats: Option<&InputStats>, target: &[f32], approx: &[f32]) -> f64 {
+    match stats {
+        Some(s) => s.output_error(target, approx),
+        None => target.iter().zip(approx).map(|(&t, &a)| (t as f64 - a as f64).powi(2)).sum(),
+    }
+}
+
+fn quantize_candidate(w: &Weight, grid: &Grid, bits: u8, stats: Option<&InputStats>, opts: &EncodeOptions) -> BaseCandidate {
+    let norm = opts.clipping.norm(bits);
+    let codes = match stats {
+        Some(s) => quant::quantize_base_calibrated(&w.values, grid, bits, norm, s),
+        None => quant::quantize_base(&w.values, grid, bits, norm),
+    };
+    let mut decoded = vec![0f32; w.values.len()];
+    apply_codes(&mut decoded, grid, bits, &codes.packed(), &codes.scales, &codes.zeros);
+    let proxy = proxy_error(stats, &w.values, &decoded);
+    BaseCandidate { codes, decoded, proxy }
+}
+
+/// Bytes of a base: packed codes, then per group a 4-byte scale and a zero point.
+fn base_bytes(codes: &StageCodes) -> u64 {
+    (codes.codes.len() * codes.bits as usize).div_ceil(8) as u64 + 5 * codes.scales.len() as u64
+}
+
+fn encode_tensor(
+    index: u32,
+    w: &Weight,
+    grid: Grid,
+    base: BaseCandidate,
+    stats: Option<&InputStats>,
+    opts: &EncodeOptions,
+) -> Result<EncodedTensor> {
     let target = &w.values;
-    let base = quant::quantize_base(target, &grid, opts.base_bits, opts.clipping.norm(opts.base_bits));
-    let mut current = vec![0f32; target.len()];
-    apply_codes(&mut current, &grid, base.bits, &base.packed(), &base.scales, &base.zeros);
+    let BaseCandidate { codes: base, decoded: mut current, proxy } = base;
     let mut errors = vec![quant::error_stats(target, &current)];
+    let mut proxies = vec![proxy];
     let mut chunks = vec![];
     for (k, &bits) in opts.refine_bits.iter().enumerate() {
         let r = quant::quantize_refinement(target, &current, &grid, bits);
@@ -131,6 +261,7 @@ fn encode_tensor(index: u32, w: &Weight, opts: &EncodeOptions) -> Result<Encoded
         apply_codes(&mut current, &grid, bits, &packed, &r.scales, &r.zeros);
         quant::apply_escapes(&mut current, &grid, &r.escapes, &r.scales);
         errors.push(quant::error_stats(target, &current));
+        proxies.push(proxy_error(stats, target, &current));
         let payload = payload::write_refine(&r.scales, &packed, &r.escapes);
         chunks.push(Chunk { tensor: index, stage: k as u8 + 1, bits, payload });
     }
@@ -140,14 +271,15 @@ fn encode_tensor(index: u32, w: &Weight, opts: &EncodeOptions) -> Result<Encoded
         return Err(Error::Invalid(format!("tensor {:?}: exact stage failed its self-check", w.name)));
     }
     errors.push(quant::error_stats(target, &current));
+    proxies.push(0.0);
     let payload = payload::write_exact(&bounds, &coded);
     chunks.push(Chunk { tensor: index, stage: opts.refine_bits.len() as u8 + 1, bits: 0, payload });
     let sum_sq = target.iter().map(|&v| v as f64 * v as f64).sum();
-    Ok(EncodedTensor { grid, base, chunks, hash: tensor_hash(target), errors, sum_sq })
+    Ok(EncodedTensor { grid, base, chunks, hash: tensor_hash(target), errors, proxy: proxies, sum_sq })
 }
 
 /// Encodes `model`. `name` and `original` describe the source file for the
-/// manifest; `progress` is called after each tensor.
+/// manifest; `progress` is called as each phase advances.
 pub fn encode(
     model: &ModelProto,
     name: &str,
@@ -160,10 +292,103 @@ pub fn encode(
     if weights.is_empty() {
         return Err(Error::Unsupported(format!("no float32 weight with at least {} elements: nothing to encode", opts.min_elements)));
     }
-    let encoded = encode_all(&weights, opts, progress)?;
-    let whash = weights_hash(weights.iter().zip(&encoded).map(|(w, e)| (w.name.as_str(), w.dims.as_slice(), e.hash)));
+    let n = weights.len();
+    let grids: Vec<Grid> = weights.iter().map(|w| Grid::choose(&w.dims, w.channel_axis, opts.block)).collect();
+    let calib = opts.calibration.as_deref();
+    let stats: Vec<Option<InputStats>> = match calib {
+        Some(c) => {
+            progress(Progress { phase: Phase::Calibrating, done: 0, total: 1, tensor: "" });
+            let s = calibrate::input_stats(model, &weights, c)?;
+            progress(Progress { phase: Phase::Calibrating, done: 1, total: 1, tensor: "" });
+            s
+        }
+        None => vec![None; n],
+    };
+    let widths: Vec<u8> = if opts.base_budget.is_some() { MIXED_BITS.to_vec() } else { vec![opts.base_bits] };
+    let mut candidates: Vec<Vec<BaseCandidate>> = crate::parallel::map(
+        n,
+        |t| Ok(widths.iter().map(|&b| quantize_candidate(&weights[t], &grids[t], b, stats[t].as_ref(), opts)).collect()),
+        &mut |t, done| progress(Progress { phase: Phase::Quantizing, done, total: n, tensor: &weights[t].name }),
+    )?;
+
+    // Sensitivity turns each tensor's proxy into output distortion: d_t = α_t · proxy_t.
+    let probe = widths.iter().position(|&b| b == opts.base_bits).unwrap_or(0);
+    let alpha: Vec<f64> = match calib {
+        Some(c) if opts.order == ChunkOrder::Rate || opts.base_budget.is_some() => {
+            progress(Progress { phase: Phase::Measuring, done: 0, total: 1, tensor: "" });
+            let replaced: Vec<Option<Vec<f32>>> = candidates.iter().map(|c| Some(c[probe].decoded.clone())).collect();
+            let d = calibrate::output_sensitivity(model, &weights, &replaced, c)?;
+            progress(Progress { phase: Phase::Measuring, done: 1, total: 1, tensor: "" });
+            d.iter().zip(&candidates).map(|(&d, c)| if c[probe].proxy > 0.0 { d / c[probe].proxy } else { 0.0 }).collect()
+        }
+        _ => vec![1.0; n],
+    };
+    let chosen: Vec<usize> = match opts.base_budget {
+        Some(budget) => {
+            let bytes = match budget {
+                BaseBudget::Bytes(b) => b,
+                BaseBudget::BitsPerWeight(bits) => {
+                    grids.iter().map(|g| (g.len() as f64 * bits as f64 / 8.0).floor() as u64 + 5 * g.groups() as u64).sum()
+                }
+            };
+            let options: Vec<Vec<budget::Candidate>> = candidates
+                .iter()
+                .zip(&alpha)
+                .map(|(c, a)| c.iter().map(|c| budget::Candidate { bytes: base_bytes(&c.codes), distortion: a * c.proxy }).collect())
+                .collect();
+            budget::allocate(&options, bytes)?
+        }
+        None => vec![0; n],
+    };
+    let mut bases: Vec<Option<BaseCandidate>> = candidates.iter_mut().zip(&chosen).map(|(c, &i)| Some(c.swap_remove(i))).collect();
+    drop(candidates);
+    let bases = std::sync::Mutex::new(&mut bases);
+    let encoded = crate::parallel::map(
+        n,
+        |t| {
+            let base =
+                bases.lock().map_err(|_| Error::Invalid("an encoder thread panicked".into()))?[t].take().expect("each base is used once");
+            encode_tensor(t as u32, &weights[t], grids[t], base, stats[t].as_ref(), opts)
+        },
+        &mut |t, done| progress(Progress { phase: Phase::Encoding, done, total: n, tensor: &weights[t].name }),
+    )?;
+    let order = match opts.order {
+        ChunkOrder::Layer => order::layer_order(&encoded.iter().map(|e| e.chunks.len()).collect::<Vec<_>>()),
+        ChunkOrder::Rate => order::rate_order(
+            &encoded
+                .iter()
+                .zip(&alpha)
+                .map(|(e, a)| {
+                    e.chunks
+                        .iter()
+                        .enumerate()
+                        .map(|(k, c)| {
+                            // the exact stage changes no decision measurably: it goes last
+                            let exact = k + 1 == e.chunks.len();
+                            let gain = if exact { 0.0 } else { a * (e.proxy[k] - e.proxy[k + 1]) };
+                            order::ChunkValue { bytes: c.to_bytes().len() as u64, gain }
+                        })
+                        .collect()
+                })
+                .collect::<Vec<_>>(),
+        ),
+    };
+    assemble(model, name, original, opts, &weights, &encoded, &order)
+}
+
+/// Writes the base, the stream (chunks in `order`) and the manifest.
+fn assemble(
+    model: &ModelProto,
+    name: &str,
+    original: FileInfo,
+    opts: &EncodeOptions,
+    weights: &[Weight],
+    encoded: &[EncodedTensor],
+    order: &[(usize, usize)],
+) -> Result<Encoded> {
+    let whash = weights_hash(weights.iter().zip(encoded).map(|(w, e)| (w.name.as_str(), w.dims.as_slice(), e.hash)));
     let base_weights: Vec<BaseWeight> =
-        weights.iter().zip(&encoded).map(|(w, e)| BaseWeight { weight: w, grid: e.grid, codes: &e.base }).collect();
+        weights.iter().zip(encoded).map(|(w, e)| BaseWeight { weight: w, grid: e.grid, codes: &e.base }).collect();
     let meta = [("p2u.format", "1".to_string()), ("p2u.weights_sha256", hex(&whash))];
     let base = onnx::encode_model(&onnx::build_base(model, &base_weights, &meta)?);
     let stages = opts.stages();
@@ -173,36 +398,38 @@ pub fn encode(
         stages: stages.clone(),
         tensors: weights
             .iter()
-            .zip(&encoded)
+            .zip(encoded)
             .map(|(w, e)| TensorEntry { name: w.name.clone(), dims: w.dims.clone(), grid: e.grid, hash: e.hash })
             .collect(),
         chunk_count: (weights.len() * (stages.len() - 1)) as u32,
     };
     let mut stream = header.to_bytes();
+    // bytes of each stage, and where in base + stream each stage is complete
     let mut stage_bytes = vec![0u64; stages.len()];
+    let mut complete_at = vec![base.len() as u64 + stream.len() as u64; stages.len()];
     stage_bytes[0] = base.len() as u64;
-    stage_bytes[1] = stream.len() as u64;
-    let mut tensor_bytes: Vec<Vec<u64>> = encoded
-        .iter()
-        .map(|e| vec![(e.base.codes.len() * e.base.bits as usize).div_ceil(8) as u64 + 5 * e.base.scales.len() as u64])
-        .collect();
-    for (s, bytes_of_stage) in stage_bytes.iter_mut().enumerate().skip(1) {
-        for (t, e) in encoded.iter().enumerate() {
-            let bytes = e.chunks[s - 1].to_bytes();
-            *bytes_of_stage += bytes.len() as u64;
-            tensor_bytes[t].push(bytes.len() as u64);
-            stream.extend_from_slice(&bytes);
-        }
+    complete_at[0] = base.len() as u64;
+    let mut tensor_bytes: Vec<Vec<u64>> = encoded.iter().map(|e| vec![base_bytes(&e.base); stages.len()]).collect();
+    for &(t, k) in order {
+        let chunk = &encoded[t].chunks[k];
+        let bytes = chunk.to_bytes();
+        let s = chunk.stage as usize;
+        stage_bytes[s] += bytes.len() as u64;
+        tensor_bytes[t][s] = bytes.len() as u64;
+        stream.extend_from_slice(&bytes);
+        complete_at[s] = base.len() as u64 + stream.len() as u64;
+    }
+    stage_bytes[1] += header.to_bytes().len() as u64;
+    for s in 1..stages.len() {
+        complete_at[s] = complete_at[s].max(complete_at[s - 1]);
     }
     let n_total: f64 = weights.iter().map(|w| w.values.len() as f64).sum();
     let ss_total: f64 = encoded.iter().map(|e| e.sum_sq).sum();
-    let mut cumulative = 0;
     let stage_infos = stages
         .iter()
         .enumerate()
         .map(|(s, st)| {
-            cumulative += stage_bytes[s];
-            let se: f64 = weights.iter().zip(&encoded).map(|(w, e)| e.errors[s].rmse.powi(2) * w.values.len() as f64).sum();
+            let se: f64 = weights.iter().zip(encoded).map(|(w, e)| e.errors[s].rmse.powi(2) * w.values.len() as f64).sum();
             let error = ErrorStats {
                 rmse: (se / n_total).sqrt(),
                 max_abs: encoded.iter().map(|e| e.errors[s].max_abs).fold(0.0, f64::max),
@@ -214,7 +441,7 @@ pub fn encode(
                 kind: st.kind.name().into(),
                 bits: st.bits,
                 bytes: stage_bytes[s],
-                cumulative_bytes: cumulative,
+                cumulative_bytes: complete_at[s],
                 error,
             }
         })
@@ -229,7 +456,7 @@ pub fn encode(
         stages: stage_infos,
         tensors: weights
             .iter()
-            .zip(&encoded)
+            .zip(encoded)
             .zip(tensor_bytes)
             .map(|((w, e), bytes)| TensorInfo {
                 name: w.name.clone(),
@@ -242,43 +469,6 @@ pub fn encode(
             .collect(),
     };
     Ok(Encoded { base, stream, manifest })
-}
-
-/// Encodes every tensor, spreading them over the available cores (one
-/// thread where there is one core, or on wasm32); the result does not
-/// depend on the thread count.
-fn encode_all(weights: &[Weight], opts: &EncodeOptions, progress: &mut dyn FnMut(Progress<'_>)) -> Result<Vec<EncodedTensor>> {
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(8);
-    if threads == 1 {
-        // also the wasm32 case, where threads cannot be spawned
-        let mut out = Vec::with_capacity(weights.len());
-        for (i, w) in weights.iter().enumerate() {
-            out.push(encode_tensor(i as u32, w, opts)?);
-            progress(Progress { done: i + 1, total: weights.len(), tensor: &w.name });
-        }
-        return Ok(out);
-    }
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::scope(|s| {
-        for _ in 0..threads {
-            let (tx, next) = (tx.clone(), &next);
-            s.spawn(move || loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some(w) = weights.get(i) else { break };
-                if tx.send((i, encode_tensor(i as u32, w, opts))).is_err() {
-                    break;
-                }
-            });
-        }
-        drop(tx);
-        let mut results: Vec<Option<EncodedTensor>> = (0..weights.len()).map(|_| None).collect();
-        for (done, (i, r)) in rx.iter().enumerate() {
-            results[i] = Some(r?);
-            progress(Progress { done: done + 1, total: weights.len(), tensor: &weights[i].name });
-        }
-        Ok(results.into_iter().map(|r| r.expect("every tensor encoded")).collect())
-    })
 }
 
 /// Describes a file for the manifest.

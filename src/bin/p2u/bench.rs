@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use p2u::calibrate::Calibration;
 use p2u::format::manifest::FileInfo;
 use p2u::format::stream::read_all;
 use p2u::kernels::workload::Workload;
@@ -17,20 +18,76 @@ use tract_onnx::prelude::Tensor;
 
 use crate::Args;
 
-/// Labelled (or reference-only) evaluation data, already batched.
+/// Labelled (or reference-only) evaluation data, already batched, and the
+/// held-out items that calibrate the encoder.
 pub struct EvalSet {
     batches: Vec<Tensor>,
     /// Ground truth, where the data has it.
     pub labels: Option<Vec<usize>>,
     shape: Vec<usize>,
     what: String,
+    /// Calibration items, disjoint from the evaluated ones.
+    pub calibration: Option<Calibration>,
 }
+
+impl EvalSet {
+    /// The last `calibration` items become calibration data; the first
+    /// `limit` of the rest are evaluated in batches of `batch`.
+    fn new(
+        mut items: Vec<Vec<f32>>,
+        labels: Option<Vec<usize>>,
+        shape: &[usize],
+        batch: usize,
+        what: &str,
+        limit: usize,
+        calibration: usize,
+    ) -> Result<EvalSet> {
+        let calibration = calibration.min(items.len().saturating_sub(1));
+        let held_out: Vec<Vec<f32>> = items.split_off(items.len() - calibration);
+        items.truncate(limit);
+        let labels = labels.map(|mut l| {
+            l.truncate(items.len());
+            l
+        });
+        let calibration = if held_out.is_empty() { None } else { Some(Calibration::new(shape.to_vec(), held_out.concat())?) };
+        let what = match &calibration {
+            Some(c) => format!("{what}, {} items held out for calibration", c.len()),
+            None => what.to_string(),
+        };
+        // every batch the same size (the plans have a fixed batch): the largest divisor of the count up to `batch`
+        let batch = (1..=batch.min(items.len()).max(1)).rev().find(|b| items.len().is_multiple_of(*b)).unwrap_or(1);
+        Ok(EvalSet { batches: batches(items, shape, batch)?, labels, shape: shape.to_vec(), what, calibration })
+    }
+
+    /// Evaluated items.
+    pub fn len(&self) -> usize {
+        self.batches.iter().map(|b| b.shape()[0]).sum()
+    }
+
+    /// What the data is (for reports).
+    pub fn what(&self) -> &str {
+        &self.what
+    }
+
+    /// `opts` with this set's calibration; the rate order unless an order was given.
+    pub fn calibrated(&self, opts: &EncodeOptions, order_given: bool) -> EncodeOptions {
+        let mut o = opts.clone();
+        o.calibration = self.calibration.clone().map(std::sync::Arc::new);
+        if !order_given {
+            o.order = if o.calibration.is_some() { p2u::encoder::ChunkOrder::Rate } else { p2u::encoder::ChunkOrder::Layer };
+        }
+        o
+    }
+}
+
+/// Builds an evaluation set from the data folder: `(dir, limit, calibration items)`.
+type EvalFn = fn(&Path, usize, usize) -> Result<EvalSet>;
 
 struct BenchModel {
     name: &'static str,
     path: PathBuf,
     input: Vec<usize>,
-    eval: Option<fn(&Path, usize) -> Result<EvalSet>>,
+    eval: Option<EvalFn>,
 }
 
 const MEAN: [f32; 3] = [0.485, 0.456, 0.406];
@@ -40,19 +97,21 @@ fn read(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))
 }
 
-/// The first `limit` Fashion-MNIST test images (28×28 bytes each) and labels.
-fn fmnist(dir: &Path, limit: usize) -> Result<(Vec<Vec<u8>>, Vec<usize>)> {
+/// The 10k Fashion-MNIST test images (28×28 bytes each) and labels.
+fn fmnist(dir: &Path) -> Result<(Vec<Vec<u8>>, Vec<usize>)> {
     let bytes = read(&dir.join("fmnist_test.bin"))?;
     if bytes.len() != 7_850_000 {
         return Err(Error::Invalid(format!("fmnist_test.bin has {} bytes, expected 7850000", bytes.len())));
     }
-    let n = 10_000.min(limit);
-    let images = bytes[..n * 784].chunks(784).map(<[u8]>::to_vec).collect();
-    let labels = bytes[7_840_000..7_840_000 + n].iter().map(|&l| l as usize).collect();
+    let images = bytes[..7_840_000].chunks(784).map(<[u8]>::to_vec).collect();
+    let labels = bytes[7_840_000..].iter().map(|&l| l as usize).collect();
     Ok((images, labels))
 }
 
 fn batches(images: Vec<Vec<f32>>, item: &[usize], batch: usize) -> Result<Vec<Tensor>> {
+    if images.is_empty() {
+        return Err(Error::Invalid("no image left to evaluate".into()));
+    }
     images
         .chunks(batch)
         .map(|c| {
@@ -64,10 +123,10 @@ fn batches(images: Vec<Vec<f32>>, item: &[usize], batch: usize) -> Result<Vec<Te
         .collect()
 }
 
-fn resnet_fmnist_eval(dir: &Path, limit: usize) -> Result<EvalSet> {
-    let (imgs, labels) = fmnist(dir, limit)?;
+fn resnet_fmnist_eval(dir: &Path, limit: usize, calibration: usize) -> Result<EvalSet> {
+    let (imgs, labels) = fmnist(dir)?;
     let x = imgs.iter().map(|im| im.iter().map(|&p| (p as f32 / 255.0 - 0.2860) / 0.3530).collect()).collect();
-    Ok(EvalSet { batches: batches(x, &[1, 28, 28], 100)?, labels: Some(labels), shape: vec![1, 28, 28], what: "Fashion-MNIST test".into() })
+    EvalSet::new(x, Some(labels), &[1, 28, 28], 100, "Fashion-MNIST test", limit, calibration)
 }
 
 /// Bilinear resize 28→64, half-pixel centres, no antialias (ONNX Resize linear).
@@ -93,8 +152,8 @@ fn resize_28_to_64(img: &[f32]) -> Vec<f32> {
     out
 }
 
-fn mobilenet_fmnist_eval(dir: &Path, limit: usize) -> Result<EvalSet> {
-    let (imgs, labels) = fmnist(dir, limit)?;
+fn mobilenet_fmnist_eval(dir: &Path, limit: usize, calibration: usize) -> Result<EvalSet> {
+    let (imgs, labels) = fmnist(dir)?;
     let x = imgs
         .iter()
         .map(|im| {
@@ -103,10 +162,11 @@ fn mobilenet_fmnist_eval(dir: &Path, limit: usize) -> Result<EvalSet> {
             (0..3).flat_map(|c| r.iter().map(move |v| (v - MEAN[c]) / STD[c])).collect()
         })
         .collect();
-    Ok(EvalSet { batches: batches(x, &[3, 64, 64], 50)?, labels: Some(labels), shape: vec![3, 64, 64], what: "Fashion-MNIST test".into() })
+    EvalSet::new(x, Some(labels), &[3, 64, 64], 50, "Fashion-MNIST test", limit, calibration)
 }
 
-fn imagenet_eval(dir: &Path, _limit: usize) -> Result<EvalSet> {
+/// The six sample images: too few to hold any out, so never calibrated.
+fn imagenet_eval(dir: &Path, _limit: usize, _calibration: usize) -> Result<EvalSet> {
     let bytes = read(&dir.join("imagenet_samples_224.bin"))?;
     let n = bytes.len() / (224 * 224 * 3);
     if n == 0 {
@@ -118,7 +178,7 @@ fn imagenet_eval(dir: &Path, _limit: usize) -> Result<EvalSet> {
             (0..3).flat_map(|c| (0..224 * 224).map(move |p| (im[p * 3 + c] as f32 / 255.0 - MEAN[c]) / STD[c])).collect()
         })
         .collect();
-    Ok(EvalSet { batches: batches(x, &[3, 224, 224], 6)?, labels: None, shape: vec![3, 224, 224], what: format!("{n} sample images") })
+    EvalSet::new(x, None, &[3, 224, 224], 6, &format!("{n} sample images"), n, 0)
 }
 
 fn argmax_rows(t: &Tensor) -> Vec<usize> {
@@ -169,8 +229,17 @@ fn options_for(eval: &EvalSet, batch: usize) -> RuntimeOptions {
     RuntimeOptions { input_shapes: vec![shape], ..Default::default() }
 }
 
-fn bench_model(m: &BenchModel, data_dir: &Path, limit: usize, opts: &EncodeOptions) -> Result<()> {
+fn bench_model(
+    m: &BenchModel,
+    data_dir: &Path,
+    limit: usize,
+    calibration_items: usize,
+    opts: &EncodeOptions,
+    order_given: bool,
+) -> Result<()> {
     println!("\n=== {} ({}) ===", m.name, m.path.display());
+    let eval = m.eval.map(|f| f(data_dir, limit, calibration_items)).transpose()?;
+    let opts = &eval.as_ref().map_or_else(|| opts.clone(), |e| e.calibrated(opts, order_given));
     let original_bytes = read(&m.path)?;
     let model = onnx::load_model(&m.path)?;
     let info = p2u::encoder::file_info(m.name, &original_bytes);
@@ -180,8 +249,13 @@ fn bench_model(m: &BenchModel, data_dir: &Path, limit: usize, opts: &EncodeOptio
     let fp32 = original_bytes.len() as f64;
     let zstd = zstd19(&m.path);
     println!(
-        "encode time {encode_s:.2} s (base {} bit, clipping {:?}, stages {:?}, exact)",
-        opts.base_bits, opts.clipping, opts.refine_bits
+        "encode time {encode_s:.2} s (base {} bit{}, clipping {:?}, stages {:?}, exact; {}, chunk order {:?})",
+        opts.base_bits,
+        opts.base_budget.map_or(String::new(), |b| format!(", mixed under {b:?}")),
+        opts.clipping,
+        opts.refine_bits,
+        opts.calibration.as_ref().map_or("data-free".to_string(), |c| format!("GPTQ on {} calibration items", c.len())),
+        opts.order
     );
     match zstd {
         Some(z) => println!("fp32 file {} B; zstd -19 of it {} B ({:.3}× fp32)", original_bytes.len(), z, z as f64 / fp32),
@@ -208,7 +282,6 @@ fn bench_model(m: &BenchModel, data_dir: &Path, limit: usize, opts: &EncodeOptio
     let base_gz = gzip_len(&enc.base);
     println!("base gzip -9: {} B ({:.3}× fp32)", base_gz.unwrap_or(0), base_gz.unwrap_or(0) as f64 / fp32);
 
-    let eval = m.eval.map(|f| f(data_dir, limit)).transpose()?;
     let input_shape = m.input.clone();
     let rt = match &eval {
         Some(e) => options_for(e, e.batches[0].shape()[0]),
@@ -251,11 +324,7 @@ fn bench_model(m: &BenchModel, data_dir: &Path, limit: usize, opts: &EncodeOptio
                 &rt,
             )?;
             let (_, mut b) = base_only(&model, m.name, &info, opts, bits, &rt)?;
-            println!(
-                "  {bits} bit: min/max RTN {}  |  p2u clip-search base {}",
-                score(&predict(&mut a, eval)?),
-                score(&predict(&mut b, eval)?)
-            );
+            println!("  {bits} bit: min/max RTN {}  |  p2u base {}", score(&predict(&mut a, eval)?), score(&predict(&mut b, eval)?));
         }
     }
     apply_vs_rebuild(&enc, &RuntimeOptions { input_shapes: vec![input_shape], ..Default::default() })?;
@@ -263,7 +332,8 @@ fn bench_model(m: &BenchModel, data_dir: &Path, limit: usize, opts: &EncodeOptio
 }
 
 /// The model quantized to a `bits`-bit base alone (no stream) with `opts`'
-/// clipping, and that base loaded for inference.
+/// clipping and calibration (mixed precision under a `bits`-bit budget if
+/// `opts` has a budget), and that base loaded for inference.
 pub fn base_only(
     model: &tract_onnx::pb::ModelProto,
     name: &str,
@@ -272,7 +342,8 @@ pub fn base_only(
     bits: u8,
     rt: &RuntimeOptions,
 ) -> Result<(p2u::Encoded, ProgressiveModel)> {
-    let o = EncodeOptions { base_bits: bits, refine_bits: vec![], ..opts.clone() };
+    let base_budget = opts.base_budget.map(|_| p2u::encoder::BaseBudget::BitsPerWeight(bits as f32));
+    let o = EncodeOptions { base_bits: bits, refine_bits: vec![], base_budget, ..opts.clone() };
     let enc = p2u::encode(model, name, info.clone(), &o, &mut |_| {})?;
     let live = ProgressiveModel::from_base(&enc.base, rt.clone())?;
     Ok((enc, live))
@@ -380,8 +451,12 @@ fn kernel_throughput(n: usize) -> Result<()> {
 /// Runs the benchmark.
 pub fn run(args: &[String]) -> Result<()> {
     let a = Args::parse(args, &["no-clip-search"])?;
-    let encode_flags = ["base-bits", "stages", "block", "min-elements", "clip-norm", "no-clip-search"];
-    a.only(&[&["models", "cache", "only", "eval-limit", "curve", "points"][..], &encode_flags].concat())?;
+    a.only(&[&["models", "cache", "only", "eval-limit", "calibration-items", "curve", "points"][..], crate::ENCODE_FLAGS].concat())?;
+    if a.get("calibration").is_some() {
+        return Err(Error::Invalid("bench calibrates on held-out test images: use --calibration-items N".into()));
+    }
+    let calibration_items: usize = a.num("calibration-items", 512)?;
+    let order_given = a.get("order").is_some();
     let opts = crate::encode_options(&a)?;
     let models_dir = PathBuf::from(a.get("models").unwrap_or("../shared/models"));
     let cache = a
@@ -413,7 +488,7 @@ pub fn run(args: &[String]) -> Result<()> {
     if let Some(dir) = a.get("curve") {
         let points: usize = a.num("points", 12)?;
         for m in models.iter().filter(|m| m.eval.is_some() && a.get("only").is_none_or(|o| o == m.name)) {
-            let eval = (m.eval.expect("filtered"))(&models_dir, limit)?;
+            let eval = (m.eval.expect("filtered"))(&models_dir, limit, calibration_items)?;
             if eval.labels.is_none() {
                 continue;
             }
@@ -421,7 +496,16 @@ pub fn run(args: &[String]) -> Result<()> {
             let bytes = read(&m.path)?;
             let info = p2u::encoder::file_info(m.name, &bytes);
             let rt = options_for(&eval, eval.batches[0].shape()[0]);
-            crate::curve::curve(m.name, &onnx::load_model(&m.path)?, info, &opts, &eval, &rt, points, Path::new(dir))?;
+            crate::curve::curve(
+                m.name,
+                &onnx::load_model(&m.path)?,
+                info,
+                &eval.calibrated(&opts, order_given),
+                &eval,
+                &rt,
+                points,
+                Path::new(dir),
+            )?;
         }
         return Ok(());
     }
@@ -433,7 +517,7 @@ pub fn run(args: &[String]) -> Result<()> {
             println!("\n=== {}: {} not found, skipped ===", m.name, m.path.display());
             continue;
         }
-        bench_model(m, &models_dir, limit, &opts)?;
+        bench_model(m, &models_dir, limit, calibration_items, &opts, order_given)?;
     }
     Ok(())
 }

@@ -1,9 +1,11 @@
 //! `p2u bench --curve DIR`: accuracy against cumulative bytes received, for
 //! the p2u stream (measured at about `--points` byte positions and at every
-//! stage end) and for direct min/max quantization of the same model at 2, 3,
-//! 4 and 8 bits (the base formats ONNX files can hold; their bytes are
-//! counted with the codes bit-packed). Prints the table and writes
-//! `DIR/NAME.curve.csv` and `DIR/NAME.curve.svg`.
+//! stage end), for p2u bases alone at 2, 3 and 4 bits, and for direct
+//! min/max quantization of the same model at 2..=8 bits. Base bytes are
+//! counted with the codes bit-packed at their width, for p2u and direct
+//! alike (the ONNX file stores 1–3-bit codes as UINT4). Prints the table,
+//! whether p2u is at or above direct quantization at each direct point's
+//! budget, and writes `DIR/NAME.curve.csv` and `DIR/NAME.curve.svg`.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -37,8 +39,8 @@ pub fn curve(
     let enc = p2u::encode(model, name, info.clone(), opts, &mut |_| {})?;
     let (header, chunks) = read_all(&enc.stream)?;
     let frames: u64 = chunks.iter().map(|c| c.to_bytes().len() as u64).sum();
-    let mut received = enc.base.len() as u64 + enc.stream.len() as u64 - frames;
-    let total = enc.base.len() as u64 + enc.stream.len() as u64;
+    let mut received = packed_size(&enc) + enc.stream.len() as u64 - frames;
+    let total = packed_size(&enc) + enc.stream.len() as u64;
     let step = total / points.max(1) as u64;
 
     let mut live = ProgressiveModel::from_base(&enc.base, rt.clone())?;
@@ -57,16 +59,21 @@ pub fn curve(
         }
     }
 
+    let mut bases = vec![];
+    for bits in [2u8, 3, 4] {
+        let (q, mut m) = base_only(model, name, &info, opts, bits, rt)?;
+        bases.push(Point { bytes: packed_size(&q), accuracy: score(&mut m)?, label: format!("{bits} bit") });
+    }
     let mut direct = vec![];
-    for bits in [2u8, 3, 4, 8] {
+    for bits in 2u8..=8 {
         let min_max = EncodeOptions { clipping: p2u::Clipping::MinMax, ..EncodeOptions::default() };
         let (q, mut m) = base_only(model, name, &info, &min_max, bits, rt)?;
-        direct.push(Point { bytes: packed_size(&q, bits), accuracy: score(&mut m)?, label: format!("{bits} bit") });
+        direct.push(Point { bytes: packed_size(&q), accuracy: score(&mut m)?, label: format!("{bits} bit") });
     }
 
-    println!("accuracy vs bytes received ({} test images), fp32 file {} B:", labels.len(), info.bytes);
+    println!("accuracy vs bytes received ({}: {} images), fp32 file {} B:", eval.what(), eval.len(), info.bytes);
     let mut csv = String::from("series,bytes,top1,label\n");
-    for (series, pts) in [("p2u", &p2u_points), ("direct", &direct)] {
+    for (series, pts) in [("p2u", &p2u_points), ("p2u-base", &bases), ("direct", &direct)] {
         for p in pts.iter() {
             println!("  {series:<6} {:>12} B  top-1 {:6.2}%  {}", p.bytes, p.accuracy, p.label);
             let _ = writeln!(csv, "{series},{},{:.4},{}", p.bytes, p.accuracy, p.label);
@@ -79,25 +86,33 @@ pub fn curve(
         println!("  wrote {}", path.display());
         Ok::<_, Error>(())
     };
+    println!("p2u (stream or a base alone) at each direct point's budget:");
+    for d in &direct {
+        let best = p2u_points.iter().chain(&bases).filter(|p| p.bytes <= d.bytes).map(|p| p.accuracy).fold(f64::NAN, f64::max);
+        let verdict = if best >= d.accuracy { "p2u ≥ direct" } else { "p2u < direct" };
+        println!("  direct {:<6} {:>10} B {:6.2}%  |  best p2u within it {:6.2}%  {verdict}", d.label, d.bytes, d.accuracy, best);
+    }
     write(format!("{name}.curve.csv"), &csv)?;
-    write(format!("{name}.curve.svg"), &svg(name, &p2u_points, &direct, info.bytes))?;
+    write(format!("{name}.curve.svg"), &svg(name, &p2u_points, &bases, &direct, info.bytes))?;
     Ok(())
 }
 
-/// The base file's size with its codes bit-packed at `bits` (ONNX stores
-/// 2- and 3-bit codes as UINT4, so the file itself would not show the
-/// difference between 2, 3 and 4 bits).
-fn packed_size(enc: &p2u::Encoded, bits: u8) -> u64 {
-    let stored_bits = if bits <= 4 { 4 } else { 8 };
-    let counts = enc.manifest.tensors.iter().map(|t| t.dims.iter().product::<usize>() as u64);
-    let (stored, packed): (u64, u64) =
-        counts.map(|n| ((n * stored_bits).div_ceil(8), (n * bits as u64).div_ceil(8))).fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+/// The base file's size with each tensor's codes bit-packed at its own
+/// width (ONNX stores 1–3-bit codes as UINT4 and 5–7-bit ones as UINT8, so
+/// the file itself would not show the difference).
+fn packed_size(enc: &p2u::Encoded) -> u64 {
+    let (stored, packed) = enc.manifest.tensors.iter().fold((0u64, 0u64), |(s, p), t| {
+        let n = t.dims.iter().product::<usize>() as u64;
+        let bits = t.base_bits as u64;
+        (s + (n * if bits <= 4 { 4 } else { 8 }).div_ceil(8), p + (n * bits).div_ceil(8))
+    });
     enc.base.len() as u64 - stored + packed
 }
 
-/// A line for p2u, dots for direct quantization, a dashed line at the final
-/// accuracy; bytes on a linear axis up to the fp32 size.
-fn svg(name: &str, p2u: &[Point], direct: &[Point], fp32_bytes: u64) -> String {
+/// A line for p2u, squares for p2u bases alone, dots for direct
+/// quantization, a dashed line at the final accuracy; bytes on a linear
+/// axis up to the fp32 size.
+fn svg(name: &str, p2u: &[Point], bases: &[Point], direct: &[Point], fp32_bytes: u64) -> String {
     let (w, h, l, r, t, b) = (720.0, 420.0, 60.0, 20.0, 36.0, 50.0);
     let max_x = fp32_bytes.max(p2u.iter().chain(direct).map(|p| p.bytes).max().unwrap_or(1)) as f64;
     let x = |bytes: u64| l + (w - l - r) * bytes as f64 / max_x;
@@ -141,6 +156,17 @@ fn svg(name: &str, p2u: &[Point], direct: &[Point], fp32_bytes: u64) -> String {
     for p in p2u {
         let _ = writeln!(s, "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"#0b5fff\"/>", x(p.bytes), y(p.accuracy));
     }
+    for p in bases {
+        let (cx, cy) = (x(p.bytes), y(p.accuracy));
+        let _ = writeln!(
+            s,
+            "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"8\" height=\"8\" fill=\"#15803d\"/><text x=\"{cx:.1}\" y=\"{:.1}\" text-anchor=\"middle\" fill=\"#15803d\">{}</text>",
+            cx - 4.0,
+            cy - 4.0,
+            cy + 18.0,
+            p.label
+        );
+    }
     for p in direct {
         let (cx, cy) = (x(p.bytes), y(p.accuracy));
         let _ = writeln!(
@@ -152,11 +178,11 @@ fn svg(name: &str, p2u: &[Point], direct: &[Point], fp32_bytes: u64) -> String {
     }
     let _ = writeln!(
         s,
-        "<text x=\"{}\" y=\"{}\" fill=\"#0b5fff\">— p2u (base + stream)</text><text x=\"{}\" y=\"{}\" fill=\"#c2410c\">● direct min/max quantization</text>",
-        w - r - 330.0,
+        "<text x=\"{x0}\" y=\"{}\" fill=\"#0b5fff\">— p2u (base + stream)</text><text x=\"{x0}\" y=\"{}\" fill=\"#15803d\">■ p2u base alone</text><text x=\"{x0}\" y=\"{}\" fill=\"#c2410c\">● direct min/max quantization</text>",
+        h - b - 46.0,
         h - b - 30.0,
-        w - r - 330.0,
-        h - b - 14.0
+        h - b - 14.0,
+        x0 = w - r - 330.0
     );
     s.push_str("</svg>\n");
     s

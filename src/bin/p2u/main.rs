@@ -7,6 +7,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use p2u::calibrate::Calibration;
+use p2u::encoder::{BaseBudget, ChunkOrder};
 use p2u::format::manifest::Manifest;
 use p2u::format::stream::read_all;
 use p2u::{onnx, EncodeOptions, Error, ProgressiveModel, Result, RuntimeOptions};
@@ -17,14 +19,22 @@ p2u — Progressive Precision Update for ONNX models
 USAGE:
   p2u encode MODEL.onnx -o DIR [--base-bits 2|3|4|8] [--stages 4,8] [--block N]
                                [--min-elements N] [--clip-norm P | --no-clip-search]
+                               [--calibration X.npy|DIR] [--order rate|layer]
+                               [--base-budget BYTES|BITSb]
   p2u inspect DIR
   p2u export DIR --stage K -o OUT.onnx
   p2u verify MODEL.onnx DIR
   p2u run DIR --input X.f32 --dims 1,3,224,224 [--stage K] -o OUT.f32
-  p2u bench [--models DIR] [--cache DIR] [--only NAME|kernel] [--eval-limit N] [encode options]
-            [--curve OUT_DIR [--points N]]
+  p2u bench [--models DIR] [--cache DIR] [--only NAME|kernel] [--eval-limit N]
+            [--calibration-items N] [encode options] [--curve OUT_DIR [--points N]]
 
-encode   writes DIR/NAME.base.onnx, DIR/NAME.p2u and DIR/NAME.json
+encode   writes DIR/NAME.base.onnx, DIR/NAME.p2u and DIR/NAME.json.
+         --calibration: sample inputs, preprocessed, as float32 .npy [N, …input]
+         (or a directory of them): the base is rounded with GPTQ, and the
+         stream is ordered by accuracy gain per byte (--order rate, default
+         with calibration). --base-budget: per-tensor base bits (2/3/4/8)
+         chosen by sensitivity to fit BYTES, or the size of a uniform
+         BITS-bit base (e.g. 3b); needs --calibration.
 inspect  prints the stages, bytes per stage and per-tensor bits and error
 export   writes the model at stage K (0 = base) as a plain fp32 ONNX file
 verify   applies every stage and checks the weights are bit-identical to MODEL
@@ -33,7 +43,9 @@ run      runs the model at stage K (default: exact) in the native runtime on
          raw little-endian f32 input; writes the first output the same way
 bench    measures bytes, accuracy per stage, kernel throughput and apply time;
          with --curve: accuracy vs bytes received for p2u and for direct
-         quantization at 2/3/4/8 bits (OUT_DIR/NAME.curve.csv and .svg)
+         quantization at 2/3/4/8 bits (OUT_DIR/NAME.curve.csv and .svg).
+         --calibration-items N (default 512; 0 = data-free): the last N test
+         images calibrate, the others are evaluated
 ";
 
 fn main() -> ExitCode {
@@ -121,6 +133,10 @@ fn write(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::write(path, bytes).map_err(|e| Error::io(format!("writing {}", path.display()), e))
 }
 
+/// The encoder flags shared by `encode` and `bench`.
+pub const ENCODE_FLAGS: &[&str] =
+    &["base-bits", "stages", "block", "min-elements", "clip-norm", "no-clip-search", "calibration", "order", "base-budget"];
+
 /// Parses the encoder flags shared by `encode` and `bench`.
 pub fn encode_options(a: &Args) -> Result<EncodeOptions> {
     let mut o = EncodeOptions::default();
@@ -139,7 +155,42 @@ pub fn encode_options(a: &Args) -> Result<EncodeOptions> {
         (false, Some(_)) => p2u::Clipping::Norm(a.num("clip-norm", 2)?),
         (false, None) => p2u::Clipping::Auto,
     };
+    if let Some(path) = a.get("calibration") {
+        o.calibration = Some(std::sync::Arc::new(read_calibration(Path::new(path))?));
+    }
+    o.base_budget = a.get("base-budget").map(parse_budget).transpose()?;
+    o.order = match a.get("order") {
+        Some("rate") => ChunkOrder::Rate,
+        Some("layer") => ChunkOrder::Layer,
+        Some(v) => return Err(Error::Invalid(format!("--order: {v:?} (use rate or layer)"))),
+        None if o.calibration.is_some() => ChunkOrder::Rate,
+        None => ChunkOrder::Layer,
+    };
     Ok(o)
+}
+
+/// `--base-budget`: a byte count, or bits per weight with a `b` suffix.
+pub fn parse_budget(v: &str) -> Result<BaseBudget> {
+    let bad = || Error::Invalid(format!("--base-budget: {v:?} (give bytes, e.g. 1200000, or bits per weight, e.g. 3b)"));
+    match v.strip_suffix('b') {
+        Some(bits) => bits.parse().map(BaseBudget::BitsPerWeight).map_err(|_| bad()),
+        None => v.parse().map(BaseBudget::Bytes).map_err(|_| bad()),
+    }
+}
+
+/// Calibration inputs from a `.npy` file, or every `.npy` in a directory
+/// (sorted by name, concatenated).
+fn read_calibration(path: &Path) -> Result<Calibration> {
+    if !path.is_dir() {
+        return Calibration::from_npy(&read(path)?);
+    }
+    let entries = std::fs::read_dir(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    let mut files: Vec<PathBuf> =
+        entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "npy")).collect();
+    files.sort();
+    let mut parts = files.iter().map(|f| Calibration::from_npy(&read(f)?).map_err(|e| Error::Invalid(format!("{}: {e}", f.display()))));
+    let first = parts.next().ok_or_else(|| Error::Invalid(format!("{} holds no .npy file", path.display())))??;
+    parts.try_fold(first, |acc, next| acc.concat(&next?))
 }
 
 /// Encodes `model_path` into `out_dir`, with a progress bar on stderr.
@@ -157,7 +208,8 @@ pub fn encode_file(model_path: &Path, out_dir: &Path, opts: &EncodeOptions, quie
         if !quiet {
             let width = 30;
             let fill = p.done * width / p.total.max(1);
-            eprint!("\rencoding [{}{}] {}/{} tensors", "#".repeat(fill), " ".repeat(width - fill), p.done, p.total);
+            let what = p.phase.name();
+            eprint!("\r{what:<22} [{}{}] {}/{}", "#".repeat(fill), " ".repeat(width - fill), p.done, p.total);
             if p.done == p.total {
                 eprintln!();
             }
@@ -175,7 +227,7 @@ pub fn encode_file(model_path: &Path, out_dir: &Path, opts: &EncodeOptions, quie
 
 fn encode(args: &[String]) -> Result<()> {
     let a = Args::parse(args, &["no-clip-search"])?;
-    a.only(&["o", "output", "base-bits", "stages", "block", "min-elements", "clip-norm", "no-clip-search"])?;
+    a.only(&[&["o", "output"][..], ENCODE_FLAGS].concat())?;
     let model = PathBuf::from(a.pos(0, "MODEL.onnx")?);
     let out = PathBuf::from(a.get("o").or(a.get("output")).ok_or_else(|| Error::Invalid("missing -o DIR".into()))?);
     let t = std::time::Instant::now();
