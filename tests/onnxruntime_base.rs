@@ -54,6 +54,20 @@ fn onnxruntime_runs_the_mobilenetv2_base() {
 }
 
 #[test]
+fn onnxruntime_runs_a_calibrated_mixed_precision_base() {
+    let calib = p2u::calibrate::Calibration::new(FIXTURE_INPUT[1..].to_vec(), smooth_items(64, 3)).unwrap();
+    let opts = EncodeOptions {
+        calibration: Some(std::sync::Arc::new(calib)),
+        base_budget: Some(p2u::encoder::BaseBudget::BitsPerWeight(2.5)),
+        ..fixture_options()
+    };
+    let enc = encode(&fixture_model(), "fixture", &opts);
+    let widths: std::collections::BTreeSet<u8> = enc.manifest.tensors.iter().map(|t| t.base_bits).collect();
+    assert!(widths.len() >= 2 && widths.first() <= Some(&2), "{widths:?}");
+    check_with_onnxruntime("fixture-mixed", &enc, &FIXTURE_INPUT, -1.0, 1.0);
+}
+
+#[test]
 fn onnxruntime_runs_fixture_bases_of_every_layout() {
     for (bits, block) in [(4u8, 0usize), (4, 16), (2, 0), (3, 8), (8, 0)] {
         let opts = EncodeOptions { base_bits: bits, block, ..fixture_options() };

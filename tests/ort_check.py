@@ -21,7 +21,7 @@ onnx.checker.check_model(model, full_check=True)
 dq = [n for n in model.graph.node if n.op_type == "DequantizeLinear"]
 types = {t.name: t.data_type for t in model.graph.initializer}
 assert dq, "the base has no DequantizeLinear nodes"
-assert all(types[n.input[0]] in (onnx.TensorProto.UINT4, onnx.TensorProto.UINT8) for n in dq)
+assert all(types[n.input[0]] in (onnx.TensorProto.UINT2, onnx.TensorProto.UINT4, onnx.TensorProto.UINT8) for n in dq)
 x = np.fromfile(inp, dtype="<f4").reshape(shape)
 
 def run(disable_qdq_fusion):

@@ -2,11 +2,12 @@
 //! weights, writing the low-bit base, and turning a base back into a plain
 //! fp32 graph for tract.
 //!
-//! A quantized weight `W` becomes three initializers `W::q` (UINT4 or UINT8
-//! codes), `W::scale` (f32) and `W::zero` (codes' type) and one
-//! `DequantizeLinear` node named `p2u/dq/W` whose output is `W`, so every
-//! consumer is unchanged. INT4 types need opset 21: older opsets are raised,
-//! with the `axes` attribute of Reduce ops moved to an input as opset 18 requires.
+//! A quantized weight `W` becomes three initializers `W::q` (UINT2, UINT4 or
+//! UINT8 codes: the narrowest that holds them), `W::scale` (f32) and
+//! `W::zero` (codes' type) and one `DequantizeLinear` node named `p2u/dq/W`
+//! whose output is `W`, so every consumer is unchanged. UINT4 needs opset
+//! 21 and UINT2 opset 25: older opsets are raised, with the `axes` attribute
+//! of Reduce ops moved to an input as opset 18 requires.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -25,6 +26,7 @@ pub const DQ_PREFIX: &str = "p2u/dq/";
 /// Opset the base is written with (first with INT4/UINT4 `DequantizeLinear`).
 pub const BASE_OPSET: i64 = 21;
 const BASE_IR_VERSION: i64 = 10;
+const UINT2_IR_VERSION: i64 = 11;
 const QUANTIZED_OPS: &[&str] = &[
     "QuantizeLinear",
     "DequantizeLinear",
@@ -292,7 +294,8 @@ fn channel_axis(dims: &[usize], uses: &[(&NodeProto, usize)]) -> usize {
 /// `DequantizeLinear` form; `metadata` is added to `metadata_props`.
 pub fn build_base(model: &ModelProto, weights: &[BaseWeight<'_>], metadata: &[(&str, String)]) -> Result<ModelProto> {
     let mut m = model.clone();
-    raise_opset(&mut m)?;
+    let needs_uint2 = weights.iter().any(|w| w.codes.bits <= 2);
+    raise_opset(&mut m, if needs_uint2 { UINT2_OPSET } else { BASE_OPSET })?;
     let g = m.graph.as_mut().ok_or_else(|| Error::Onnx("model has no graph".into()))?;
     let names: HashMap<&str, &BaseWeight> = weights.iter().map(|w| (w.weight.name.as_str(), w)).collect();
     g.initializer.retain(|t| !names.contains_key(t.name.as_str()));
@@ -302,11 +305,11 @@ pub fn build_base(model: &ModelProto, weights: &[BaseWeight<'_>], metadata: &[(&
     for bw in weights {
         let w = bw.weight;
         let layout = bw.grid.dequantize_layout(&w.dims);
-        let (dtype, bits) = if bw.codes.bits <= 4 { (DataType::Uint4, 4) } else { (DataType::Uint8, 8) };
+        let (dtype, bits) = storage(bw.codes.bits);
         let q = TensorProto {
             name: format!("{}::q", w.name),
             dims: w.dims.iter().map(|&d| d as i64).collect(),
-            data_type: dtype as i32,
+            data_type: dtype,
             raw_data: crate::kernels::pack(&bw.codes.codes, bits),
             ..Default::default()
         };
@@ -315,7 +318,7 @@ pub fn build_base(model: &ModelProto, weights: &[BaseWeight<'_>], metadata: &[(&
         let zero = TensorProto {
             name: format!("{}::zero", w.name),
             dims: scale_dims.clone(),
-            data_type: dtype as i32,
+            data_type: dtype,
             raw_data: crate::kernels::pack(&zeros, bits),
             ..Default::default()
         };
@@ -344,18 +347,32 @@ pub fn build_base(model: &ModelProto, weights: &[BaseWeight<'_>], metadata: &[(&
     Ok(m)
 }
 
-/// Raises the default-domain opset to [`BASE_OPSET`] (needed for UINT4).
-fn raise_opset(m: &mut ModelProto) -> Result<()> {
+/// ONNX type code of UINT2 (newer than tract's protobuf definitions).
+pub const UINT2: i32 = 25;
+/// Opset whose `DequantizeLinear` accepts UINT2.
+pub const UINT2_OPSET: i64 = 25;
+
+/// The ONNX type and stored bit width of `bits`-bit codes in a base file.
+pub fn storage(bits: u8) -> (i32, u8) {
+    match bits {
+        0..=2 => (UINT2, 2),
+        3..=4 => (DataType::Uint4 as i32, 4),
+        _ => (DataType::Uint8 as i32, 8),
+    }
+}
+
+/// Raises the default-domain opset to `target` (≥ [`BASE_OPSET`], needed for UINT4).
+fn raise_opset(m: &mut ModelProto, target: i64) -> Result<()> {
     let from = opset(m);
-    if from >= BASE_OPSET {
+    if from >= target {
         return Ok(());
     }
     if from < 13 {
         return Err(Error::Unsupported(format!("opset {from}: p2u needs opset ≥ 13 (re-export the model with a newer opset)")));
     }
-    m.ir_version = m.ir_version.max(BASE_IR_VERSION);
+    m.ir_version = m.ir_version.max(if target >= UINT2_OPSET { UINT2_IR_VERSION } else { BASE_IR_VERSION });
     m.opset_import.retain(|o| !(o.domain.is_empty() || o.domain == "ai.onnx"));
-    m.opset_import.push(OperatorSetIdProto { domain: String::new(), version: BASE_OPSET });
+    m.opset_import.push(OperatorSetIdProto { domain: String::new(), version: target });
     let g = m.graph.as_mut().ok_or_else(|| Error::Onnx("model has no graph".into()))?;
     let mut new_inits = vec![];
     for n in &mut g.node {
@@ -421,10 +438,11 @@ pub fn split_base(mut base: ModelProto) -> Result<(ModelProto, Vec<DecodedWeight
         let (q, scale, zero) = (get(0)?, get(1)?, get(2)?);
         let name = n.output.first().cloned().ok_or_else(|| Error::Onnx(format!("node {:?} has no output", n.name)))?;
         let dims = dims_of(q)?;
-        let bits = match DataType::try_from(q.data_type) {
-            Ok(DataType::Uint4) => 4,
-            Ok(DataType::Uint8) => 8,
-            _ => return Err(Error::Onnx(format!("weight {name:?}: codes must be UINT4 or UINT8"))),
+        let bits = match q.data_type {
+            UINT2 => 2,
+            t if t == DataType::Uint4 as i32 => 4,
+            t if t == DataType::Uint8 as i32 => 8,
+            _ => return Err(Error::Onnx(format!("weight {name:?}: codes must be UINT2, UINT4 or UINT8"))),
         };
         if zero.data_type != q.data_type {
             return Err(Error::Onnx(format!("weight {name:?}: zero point type differs from the codes'")));

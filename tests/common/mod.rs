@@ -192,3 +192,25 @@ pub fn require(path: PathBuf) -> PathBuf {
     assert!(path.exists(), "{} is missing: run `bash .ci/fetch-models` first", path.display());
     path
 }
+
+/// Smooth, channel-correlated images (a few random low-frequency waves plus
+/// a little noise): neighbouring inputs correlate, as in real images.
+pub fn smooth_items(count: usize, seed: u64) -> Vec<f32> {
+    let [_, c, h, w] = FIXTURE_INPUT;
+    let mut r = Rng(seed);
+    let mut out = Vec::with_capacity(count * c * h * w);
+    for _ in 0..count {
+        let waves: Vec<(f32, f32, f32, f32)> =
+            (0..3).map(|_| (r.gauss(0.4), r.gauss(0.4), r.uniform() as f32 * std::f32::consts::TAU, 0.5 + r.uniform() as f32)).collect();
+        let mix: Vec<f32> = (0..c).map(|_| 0.5 + r.uniform() as f32).collect();
+        for m in &mix {
+            for y in 0..h {
+                for x in 0..w {
+                    let v: f32 = waves.iter().map(|(fy, fx, ph, a)| a * (fy * y as f32 + fx * x as f32 + ph).sin()).sum();
+                    out.push(m * v + r.gauss(0.05));
+                }
+            }
+        }
+    }
+    out
+}

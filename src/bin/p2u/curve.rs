@@ -3,7 +3,7 @@
 //! stage end), for p2u bases alone at 2, 3 and 4 bits, and for direct
 //! min/max quantization of the same model at 2..=8 bits. Base bytes are
 //! counted with the codes bit-packed at their width, for p2u and direct
-//! alike (the ONNX file stores 1–3-bit codes as UINT4). Prints the table,
+//! alike (the ONNX file stores 1-bit codes as UINT2 and 3-bit as UINT4). Prints the table,
 //! whether p2u is at or above direct quantization at each direct point's
 //! budget, and writes `DIR/NAME.curve.csv` and `DIR/NAME.curve.svg`.
 
@@ -98,13 +98,13 @@ pub fn curve(
 }
 
 /// The base file's size with each tensor's codes bit-packed at its own
-/// width (ONNX stores 1–3-bit codes as UINT4 and 5–7-bit ones as UINT8, so
-/// the file itself would not show the difference).
+/// width (the file stores 1-bit codes as UINT2, 3-bit as UINT4 and 5–7-bit
+/// as UINT8: the ONNX types in between do not exist).
 fn packed_size(enc: &p2u::Encoded) -> u64 {
     let (stored, packed) = enc.manifest.tensors.iter().fold((0u64, 0u64), |(s, p), t| {
         let n = t.dims.iter().product::<usize>() as u64;
-        let bits = t.base_bits as u64;
-        (s + (n * if bits <= 4 { 4 } else { 8 }).div_ceil(8), p + (n * bits).div_ceil(8))
+        let stored_bits = p2u::onnx::storage(t.base_bits).1 as u64;
+        (s + (n * stored_bits).div_ceil(8), p + (n * t.base_bits as u64).div_ceil(8))
     });
     enc.base.len() as u64 - stored + packed
 }
