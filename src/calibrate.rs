@@ -42,6 +42,12 @@ impl std::fmt::Debug for Calibration {
 
 /// Images per tract run.
 const BATCH: usize = 32;
+/// Widest weight input (`Cin/group · kh · kw`, or K) that gets a Gram
+/// matrix (32 MiB in f64); wider ones are rounded data-free.
+pub const MAX_INPUTS: usize = 2048;
+/// Memory for all Gram matrices of one pass (each worker thread holds one
+/// batch's worth more); beyond it the widest layers are rounded data-free.
+pub const MAX_GRAM_BYTES: usize = 256 << 20;
 /// Items used to measure output sensitivity.
 const SENSITIVITY_ITEMS: usize = 64;
 
@@ -222,7 +228,9 @@ fn rows_wanted(inputs: usize) -> usize {
 }
 
 /// Per weight, the Gram matrices of its inputs over all calibration items
-/// (`None` where the consumer is not a supported Conv/Gemm/MatMul).
+/// (`None` where the consumer is not a supported Conv/Gemm/MatMul, or is
+/// wider than [`MAX_INPUTS`] or beyond [`MAX_GRAM_BYTES`]: those tensors are
+/// rounded data-free).
 pub fn input_stats(model: &ModelProto, weights: &[Weight], calib: &Calibration) -> Result<Vec<Option<InputStats>>> {
     let g = model.graph.as_ref().ok_or_else(|| Error::Onnx("model has no graph".into()))?;
     let graph_inputs: Vec<&str> = g.input.iter().map(|i| i.name.as_str()).filter(|n| !g.initializer.iter().any(|t| &t.name == n)).collect();
@@ -230,11 +238,18 @@ pub fn input_stats(model: &ModelProto, weights: &[Weight], calib: &Calibration) 
         return Err(Error::Unsupported(format!("calibration needs a model with one input (this one has {})", graph_inputs.len())));
     }
     let consumers = onnx::consumers(g);
-    let probes: Vec<Probe> = weights
+    let mut probes: Vec<Probe> = weights
         .iter()
         .enumerate()
         .filter_map(|(i, w)| probe_for(i, w, consumers.get(w.name.as_str()).map(Vec::as_slice).unwrap_or(&[])))
+        .filter(|p| p.inputs <= MAX_INPUTS)
         .collect();
+    // bound the memory of all Gram matrices: the widest layers go data-free first
+    let gram_bytes = |p: &Probe| 8 * p.inputs * p.inputs * gram_count(p);
+    while probes.iter().map(gram_bytes).sum::<usize>() > MAX_GRAM_BYTES {
+        let widest = (0..probes.len()).max_by_key(|&i| (gram_bytes(&probes[i]), std::cmp::Reverse(i))).expect("not empty");
+        probes.remove(widest);
+    }
     let mut outputs: Vec<String> = vec![];
     for p in &probes {
         if p.activation != graph_inputs[0] && !outputs.contains(&p.activation) {
@@ -472,49 +487,62 @@ fn add_gram(acc: &mut [f64], x: &[f32], k: usize) {
     }
 }
 
-/// Per weight, the mean squared change of the model's outputs on the first
-/// [`SENSITIVITY_ITEMS`] calibration items when only that weight is replaced
-/// by `replaced[i]` (all others original). `None` in `replaced` skips a
-/// weight (its sensitivity is 0).
-pub fn output_sensitivity(model: &ModelProto, weights: &[Weight], replaced: &[Option<Vec<f32>>], calib: &Calibration) -> Result<Vec<f64>> {
-    let names: Vec<&str> = weights.iter().map(|w| w.name.as_str()).collect();
-    let proto = onnx::weights_as_inputs(&onnx::strip_weights(model, &names), weights.iter().map(|w| (w.name.as_str(), w.dims.as_slice())))?;
-    let batches = calib.batches(SENSITIVITY_ITEMS);
-    let plans = PlanCache::new(proto, calib);
-    let originals: Vec<TValue> = weights
-        .iter()
-        .map(|w| Tensor::from_shape(&w.dims, &w.values).map(|t| TValue::from_const(Arc::new(t))).map_err(|e| Error::Engine(e.to_string())))
-        .collect::<Result<_>>()?;
-    let run = |swap: Option<(usize, &[f32])>| -> Result<Vec<f32>> {
+/// Measures how far the model's outputs move, on the first
+/// [`SENSITIVITY_ITEMS`] calibration items, when some weights are replaced:
+/// one plan with the weights as inputs, built once.
+pub struct Distortion<'a> {
+    weights: &'a [Weight],
+    originals: Vec<TValue>,
+    batches: Vec<Tensor>,
+    plans: PlanCache,
+    reference: Vec<f32>,
+}
+
+impl<'a> Distortion<'a> {
+    /// Builds the plan and the reference outputs of the original weights.
+    pub fn new(model: &ModelProto, weights: &'a [Weight], calib: &Calibration) -> Result<Distortion<'a>> {
+        let names: Vec<&str> = weights.iter().map(|w| w.name.as_str()).collect();
+        let proto = onnx::weights_as_inputs(&onnx::strip_weights(model, &names), weights.iter().map(|w| (w.name.as_str(), w.dims.as_slice())))?;
+        let originals = weights
+            .iter()
+            .map(|w| Tensor::from_shape(&w.dims, &w.values).map(|t| TValue::from_const(Arc::new(t))).map_err(|e| Error::Engine(e.to_string())))
+            .collect::<Result<_>>()?;
+        let mut d = Distortion { weights, originals, batches: calib.batches(SENSITIVITY_ITEMS), plans: PlanCache::new(proto, calib), reference: vec![] };
+        d.reference = d.outputs(&[])?;
+        Ok(d)
+    }
+
+    fn outputs(&self, replaced: &[(usize, &[f32])]) -> Result<Vec<f32>> {
         let mut out = vec![];
-        for x in &batches {
+        for x in &self.batches {
             let mut inputs: TVec<TValue> = TVec::new();
             inputs.push(TValue::from(x.clone()));
-            for (i, w) in originals.iter().enumerate() {
-                match swap {
-                    Some((j, values)) if j == i => {
-                        inputs.push(TValue::from(Tensor::from_shape(&weights[i].dims, values).map_err(|e| Error::Engine(e.to_string()))?))
-                    }
-                    _ => inputs.push(w.clone()),
+            for (i, w) in self.originals.iter().enumerate() {
+                match replaced.iter().find(|(j, _)| *j == i) {
+                    Some((_, values)) => inputs.push(TValue::from(
+                        Tensor::from_shape(&self.weights[i].dims, values).map_err(|e| Error::Engine(e.to_string()))?,
+                    )),
+                    None => inputs.push(w.clone()),
                 }
             }
-            for y in plans.plan(x.shape()[0])?.run_values(inputs)? {
+            for y in self.plans.plan(x.shape()[0])?.run_values(inputs)? {
                 out.extend_from_slice(&f32_slice(&y)?);
             }
         }
         Ok(out)
-    };
-    let reference = run(None)?;
-    crate::parallel::map(
-        weights.len(),
-        |i| match &replaced[i] {
-            None => Ok(0.0),
-            Some(values) => {
-                let y = run(Some((i, values)))?;
-                let se: f64 = y.iter().zip(&reference).map(|(a, b)| (*a as f64 - *b as f64).powi(2)).sum();
-                Ok(se / reference.len().max(1) as f64)
-            }
-        },
-        &mut |_, _| {},
-    )
+    }
+
+    /// Mean squared change of the outputs with `replaced` weights
+    /// (`(index, values)`; the others original).
+    pub fn of(&self, replaced: &[(usize, &[f32])]) -> Result<f64> {
+        let y = self.outputs(replaced)?;
+        let se: f64 = y.iter().zip(&self.reference).map(|(a, b)| (*a as f64 - *b as f64).powi(2)).sum();
+        Ok(se / self.reference.len().max(1) as f64)
+    }
+
+    /// Per weight, the distortion when only that weight is replaced by
+    /// `replaced[i]`, on every core.
+    pub fn per_tensor(&self, replaced: &[Vec<f32>]) -> Result<Vec<f64>> {
+        crate::parallel::map(replaced.len(), |i| self.of(&[(i, &replaced[i])]), &mut |_, _| {})
+    }
 }

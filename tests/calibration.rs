@@ -58,7 +58,8 @@ fn calibration_lowers_layer_and_model_output_error_over_data_free() {
             v
         };
         let free = s.output_error(&w.values, &decode(&quant::quantize_base(&w.values, &grid, 3, Some(4))));
-        let gptq = s.output_error(&w.values, &decode(&quant::quantize_base_calibrated(&w.values, &grid, 3, Some(4), s)));
+        let gptq =
+            s.output_error(&w.values, &decode(&quant::quantize_base_calibrated(&w.values, &grid, 3, Some(4), s, &quant::gptq::factors(s))));
         assert!(gptq <= free * 1.001, "{}: GPTQ {gptq} vs data-free {free}", w.name);
         free_total += free;
         gptq_total += gptq;

@@ -22,6 +22,9 @@ pub struct Candidate {
 /// exceed the budget.
 pub fn allocate(tensors: &[Vec<Candidate>], budget: u64) -> Result<Vec<usize>> {
     let hulls: Vec<Vec<usize>> = tensors.iter().map(|c| hull(c)).collect();
+    if let Some(t) = hulls.iter().position(Vec::is_empty) {
+        return Err(Error::Invalid(format!("tensor {t} has no usable base width")));
+    }
     let mut at = vec![0usize; tensors.len()];
     let mut total: u64 = hulls.iter().zip(tensors).map(|(h, c)| c[h[0]].bytes).sum();
     if total > budget {
@@ -50,9 +53,10 @@ pub fn allocate(tensors: &[Vec<Candidate>], budget: u64) -> Result<Vec<usize>> {
 }
 
 /// Indices of the lower convex hull of the candidates, by increasing bytes
-/// and strictly decreasing distortion.
+/// and strictly decreasing distortion; candidates with an infinite (or NaN)
+/// distortion are excluded.
 fn hull(c: &[Candidate]) -> Vec<usize> {
-    let mut idx: Vec<usize> = (0..c.len()).collect();
+    let mut idx: Vec<usize> = (0..c.len()).filter(|&i| c[i].distortion.is_finite()).collect();
     idx.sort_by(|&a, &b| c[a].bytes.cmp(&c[b].bytes).then(c[a].distortion.total_cmp(&c[b].distortion)));
     let mut h: Vec<usize> = vec![];
     for i in idx {
@@ -95,8 +99,11 @@ mod tests {
     }
 
     #[test]
-    fn dominated_and_non_convex_candidates_are_skipped() {
+    fn dominated_non_convex_and_excluded_candidates_are_skipped() {
         let t = vec![c(10, 10.0), c(20, 9.9), c(30, 1.0), c(40, 2.0)];
         assert_eq!(hull(&t), vec![0, 2]);
+        let t = vec![c(5, f64::INFINITY), c(10, 10.0), c(30, 1.0)];
+        assert_eq!(hull(&t), vec![1, 2]);
+        assert!(allocate(&[vec![c(5, f64::INFINITY)]], 100).is_err());
     }
 }

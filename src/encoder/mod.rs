@@ -21,6 +21,7 @@ use crate::format::manifest::{FileInfo, Manifest, StageInfo, TensorInfo, MANIFES
 use crate::format::stream::{Chunk, Stage, StageKind, StreamHeader, TensorEntry};
 use crate::format::{hex, payload, sha256, tensor_hash, weights_hash, Hash};
 use crate::onnx::{self, BaseWeight, Weight};
+use crate::quant::gptq::{self, Factor};
 use crate::quant::{self, apply_codes, exact, ErrorStats, Grid, InputStats, StageCodes};
 use tract_onnx::pb::ModelProto;
 
@@ -225,12 +226,19 @@ fn proxy_error(stats: Option<&InputStats>, target: &[f32], approx: &[f32]) -> f6
     }
 }
 
-fn quantize_candidate(w: &Weight, grid: &Grid, bits: u8, stats: Option<&InputStats>, opts: &EncodeOptions) -> BaseCandidate {
+fn quantize_candidate(
+    w: &Weight,
+    grid: &Grid,
+    bits: u8,
+    stats: Option<(&InputStats, &[Option<Factor>])>,
+    opts: &EncodeOptions,
+) -> BaseCandidate {
     let norm = opts.clipping.norm(bits);
     let codes = match stats {
-        Some(s) => quant::quantize_base_calibrated(&w.values, grid, bits, norm, s),
+        Some((s, f)) => quant::quantize_base_calibrated(&w.values, grid, bits, norm, s, f),
         None => quant::quantize_base(&w.values, grid, bits, norm),
     };
+    let stats = stats.map(|(s, _)| s);
     let mut decoded = vec![0f32; w.values.len()];
     apply_codes(&mut decoded, grid, bits, &codes.packed(), &codes.scales, &codes.zeros);
     let proxy = proxy_error(stats, &w.values, &decoded);
@@ -307,38 +315,41 @@ pub fn encode(
     let widths: Vec<u8> = if opts.base_budget.is_some() { MIXED_BITS.to_vec() } else { vec![opts.base_bits] };
     let mut candidates: Vec<Vec<BaseCandidate>> = crate::parallel::map(
         n,
-        |t| Ok(widths.iter().map(|&b| quantize_candidate(&weights[t], &grids[t], b, stats[t].as_ref(), opts)).collect()),
+        |t| {
+            let factors = stats[t].as_ref().map(gptq::factors);
+            let with = stats[t].as_ref().zip(factors.as_deref());
+            Ok(widths.iter().map(|&b| quantize_candidate(&weights[t], &grids[t], b, with, opts)).collect())
+        },
         &mut |t, done| progress(Progress { phase: Phase::Quantizing, done, total: n, tensor: &weights[t].name }),
     )?;
 
     // Sensitivity turns each tensor's proxy into output distortion: d_t = α_t · proxy_t.
     let probe = widths.iter().position(|&b| b == opts.base_bits).unwrap_or(0);
-    let alpha: Vec<f64> = match calib {
-        Some(c) if opts.order == ChunkOrder::Rate || opts.base_budget.is_some() => {
-            progress(Progress { phase: Phase::Measuring, done: 0, total: 1, tensor: "" });
-            let replaced: Vec<Option<Vec<f32>>> = candidates.iter().map(|c| Some(c[probe].decoded.clone())).collect();
-            let d = calibrate::output_sensitivity(model, &weights, &replaced, c)?;
-            progress(Progress { phase: Phase::Measuring, done: 1, total: 1, tensor: "" });
-            d.iter().zip(&candidates).map(|(&d, c)| if c[probe].proxy > 0.0 { d / c[probe].proxy } else { 0.0 }).collect()
-        }
-        _ => vec![1.0; n],
+    let distortion = match calib {
+        Some(c) if opts.order == ChunkOrder::Rate || opts.base_budget.is_some() => Some(calibrate::Distortion::new(model, &weights, c)?),
+        _ => None,
     };
-    let chosen: Vec<usize> = match opts.base_budget {
-        Some(budget) => {
+    let alpha: Vec<f64> = match &distortion {
+        Some(d) => {
+            progress(Progress { phase: Phase::Measuring, done: 0, total: 1, tensor: "" });
+            let replaced: Vec<Vec<f32>> = candidates.iter().map(|c| c[probe].decoded.clone()).collect();
+            let per_tensor = d.per_tensor(&replaced)?;
+            progress(Progress { phase: Phase::Measuring, done: 1, total: 1, tensor: "" });
+            per_tensor.iter().zip(&candidates).map(|(&d, c)| if c[probe].proxy > 0.0 { d / c[probe].proxy } else { 0.0 }).collect()
+        }
+        None => vec![1.0; n],
+    };
+    let chosen: Vec<usize> = match (opts.base_budget, &distortion) {
+        (Some(budget), Some(distortion)) => {
             let bytes = match budget {
                 BaseBudget::Bytes(b) => b,
                 BaseBudget::BitsPerWeight(bits) => {
                     grids.iter().map(|g| (g.len() as f64 * bits as f64 / 8.0).floor() as u64 + 5 * g.groups() as u64).sum()
                 }
             };
-            let options: Vec<Vec<budget::Candidate>> = candidates
-                .iter()
-                .zip(&alpha)
-                .map(|(c, a)| c.iter().map(|c| budget::Candidate { bytes: base_bytes(&c.codes), distortion: a * c.proxy }).collect())
-                .collect();
-            budget::allocate(&options, bytes)?
+            allocate_widths(&candidates, &widths, &alpha, bytes, distortion)?
         }
-        None => vec![0; n],
+        _ => vec![0; n],
     };
     let mut bases: Vec<Option<BaseCandidate>> = candidates.iter_mut().zip(&chosen).map(|(c, &i)| Some(c.swap_remove(i))).collect();
     drop(candidates);
@@ -376,6 +387,39 @@ pub fn encode(
     assemble(model, name, original, opts, &weights, &encoded, &order)
 }
 
+/// Mixed precision: the allocation with the lowest *measured* output
+/// distortion among the greedy allocations over all widths and over widths
+/// of 2 bits and more. (The per-tensor estimates add up well at small errors;
+/// 1-bit tensors can interact beyond them, so the joint result is measured.)
+fn allocate_widths(candidates: &[Vec<BaseCandidate>], widths: &[u8], alpha: &[f64], bytes: u64, distortion: &calibrate::Distortion) -> Result<Vec<usize>> {
+    let mut best: Option<(f64, Vec<usize>)> = None;
+    for min_bits in [1u8, 2] {
+        let options: Vec<Vec<budget::Candidate>> = candidates
+            .iter()
+            .zip(alpha)
+            .map(|(c, a)| {
+                c.iter()
+                    .zip(widths)
+                    .map(|(c, &b)| budget::Candidate {
+                        bytes: base_bytes(&c.codes),
+                        distortion: if b < min_bits { f64::INFINITY } else { a * c.proxy },
+                    })
+                    .collect()
+            })
+            .collect();
+        let chosen = budget::allocate(&options, bytes)?;
+        if best.as_ref().is_some_and(|(_, b)| *b == chosen) {
+            continue;
+        }
+        let replaced: Vec<(usize, &[f32])> = chosen.iter().enumerate().map(|(t, &i)| (t, candidates[t][i].decoded.as_slice())).collect();
+        let measured = distortion.of(&replaced)?;
+        if best.as_ref().is_none_or(|(d, _)| measured < *d) {
+            best = Some((measured, chosen));
+        }
+    }
+    Ok(best.expect("at least one allocation").1)
+}
+
 /// Writes the base, the stream (chunks in `order`) and the manifest.
 fn assemble(
     model: &ModelProto,
@@ -391,7 +435,11 @@ fn assemble(
         weights.iter().zip(encoded).map(|(w, e)| BaseWeight { weight: w, grid: e.grid, codes: &e.base }).collect();
     let meta = [("p2u.format", "1".to_string()), ("p2u.weights_sha256", hex(&whash))];
     let base = onnx::encode_model(&onnx::build_base(model, &base_weights, &meta)?);
-    let stages = opts.stages();
+    let mut stages = opts.stages();
+    // a mixed base's nominal width: the element-weighted mean, rounded
+    let elements: f64 = encoded.iter().map(|e| e.base.codes.len() as f64).sum();
+    let mean_bits = encoded.iter().map(|e| e.base.bits as f64 * e.base.codes.len() as f64).sum::<f64>() / elements.max(1.0);
+    stages[0].bits = (mean_bits.round() as u8).clamp(1, 8);
     let header = StreamHeader {
         weights_hash: whash,
         base_hash: sha256(&base),

@@ -122,6 +122,11 @@ impl Factor {
     }
 }
 
+/// The factor of each of `stats`' Gram matrices (`None` where it failed).
+pub fn factors(stats: &InputStats) -> Vec<Option<Factor>> {
+    stats.grams.iter().map(|g| Factor::new(g, stats.inputs)).collect()
+}
+
 /// Lower Cholesky factor of a symmetric positive definite matrix, in place.
 fn cholesky(a: &mut [f64], k: usize) -> bool {
     for j in 0..k {

@@ -105,7 +105,16 @@ pub fn quantize_base(weights: &[f32], grid: &Grid, bits: u8, clip_norm: Option<u
 /// search weighs each element's error by how strongly its input fires
 /// (`H_ii`), then the codes are chosen row by row with GPTQ's error
 /// feedback. Rows whose Gram matrix cannot be factored round to nearest.
-pub fn quantize_base_calibrated(weights: &[f32], grid: &Grid, bits: u8, clip_norm: Option<u8>, stats: &InputStats) -> StageCodes {
+/// `factors` are [`gptq::factors`] of `stats` (computed once per tensor,
+/// shared by every width tried).
+pub fn quantize_base_calibrated(
+    weights: &[f32],
+    grid: &Grid,
+    bits: u8,
+    clip_norm: Option<u8>,
+    stats: &InputStats,
+    factors: &[Option<gptq::Factor>],
+) -> StageCodes {
     let mut importance = vec![0f32; weights.len()];
     for o in 0..stats.outputs {
         let h = stats.gram_of(o);
@@ -117,7 +126,6 @@ pub fn quantize_base_calibrated(weights: &[f32], grid: &Grid, bits: u8, clip_nor
     let levels = 1i32 << bits;
     let mut codes = vec![0u8; weights.len()];
     let per_gram = stats.outputs / stats.grams.len();
-    let factors: Vec<Option<gptq::Factor>> = stats.grams.iter().map(|g| gptq::Factor::new(g, stats.inputs)).collect();
     let mut row = vec![0f32; stats.inputs];
     for o in 0..stats.outputs {
         for (i, r) in row.iter_mut().enumerate() {

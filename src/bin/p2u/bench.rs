@@ -249,9 +249,8 @@ fn bench_model(
     let fp32 = original_bytes.len() as f64;
     let zstd = zstd19(&m.path);
     println!(
-        "encode time {encode_s:.2} s (base {} bit{}, clipping {:?}, stages {:?}, exact; {}, chunk order {:?})",
-        opts.base_bits,
-        opts.base_budget.map_or(String::new(), |b| format!(", mixed under {b:?}")),
+        "encode time {encode_s:.2} s (base {}, clipping {:?}, stages {:?}, exact; {}, chunk order {:?})",
+        opts.base_budget.map_or(format!("{} bit", opts.base_bits), |b| format!("mixed under {b:?}")),
         opts.clipping,
         opts.refine_bits,
         opts.calibration.as_ref().map_or("data-free".to_string(), |c| format!("GPTQ on {} calibration items", c.len())),
