@@ -136,19 +136,6 @@ fn rate_order_and_budget_need_calibration_data() {
     assert!(e.contains("below the smallest base"), "{e}");
 }
 
-fn npy(descr: &str, shape: &str, values: &[f32]) -> Vec<u8> {
-    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut out = b"\x93NUMPY\x01\x00".to_vec();
-    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    out.extend_from_slice(header.as_bytes());
-    out.extend(values.iter().flat_map(|v| v.to_le_bytes()));
-    out
-}
-
 #[test]
 fn npy_calibration_files_are_read_or_rejected_clearly() {
     let v: Vec<f32> = (0..24).map(|i| i as f32 * 0.5).collect();

@@ -148,6 +148,31 @@ fn unsupported_models_get_a_clear_message() {
 }
 
 #[test]
+fn calibrated_mixed_precision_encode_from_npy_verifies() {
+    let dir = scratch("calibrated");
+    let model = write_model(&dir, "fixture.onnx", &fixture_model());
+    let calib = dir.join("calib.npy");
+    std::fs::write(&calib, npy("<f4", "(48, 8, 16, 16)", &smooth_items(48, 5))).unwrap();
+    let out = dir.join("enc");
+    let o = p2u(&[&"encode", &model, &"-o", &out, &"--min-elements", &"16", &"--calibration", &calib, &"--base-budget", &"3b"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("calibrating") && text(&o).contains("measuring sensitivity"), "{}", text(&o));
+    let o = p2u(&[&"verify", &model, &out]);
+    assert!(o.status.success() && text(&o).contains("bit-identical"), "{}", text(&o));
+    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("fixture.json")).unwrap()).unwrap();
+    let widths: std::collections::BTreeSet<u64> =
+        manifest["tensors"].as_array().unwrap().iter().map(|t| t["base_bits"].as_u64().unwrap()).collect();
+    assert!(widths.len() >= 2, "mixed widths: {widths:?}");
+
+    let o = p2u(&[&"encode", &model, &"-o", &out, &"--order", &"rate"]);
+    assert!(!o.status.success() && text(&o).contains("--calibration"), "{}", text(&o));
+    std::fs::write(&calib, b"not numpy").unwrap();
+    let o = p2u(&[&"encode", &model, &"-o", &out, &"--calibration", &calib]);
+    assert!(!o.status.success() && text(&o).contains(".npy"), "{}", text(&o));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
 fn curve_of_resnet_on_fashion_mnist() {
     let out = scratch("curve");
     let models = shared_models();

@@ -214,3 +214,17 @@ pub fn smooth_items(count: usize, seed: u64) -> Vec<f32> {
     }
     out
 }
+
+/// A NumPy `.npy` file (version 1) of little-endian f32 values.
+pub fn npy(descr: &str, shape: &str, values: &[f32]) -> Vec<u8> {
+    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    out.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+    out
+}
