@@ -3,7 +3,8 @@
 //!
 //! * Stage 0 (base): asymmetric codes `q ∈ [0, 2^b)` with a scale and zero
 //!   point per group, the clipping ratio searched per group to minimise the
-//!   squared error of the *decoded* weights.
+//!   error of the *decoded* weights; with calibration data the codes are
+//!   chosen by GPTQ ([`gptq`]) instead of round-to-nearest.
 //! * Refinement stages: the residual `W − W_{k−1}` with a fresh per-group
 //!   scale and the centred zero point `2^(b−1)`; no clipping, so the error
 //!   bound shrinks by about `2^b` each stage.
