@@ -502,12 +502,21 @@ impl<'a> Distortion<'a> {
     /// Builds the plan and the reference outputs of the original weights.
     pub fn new(model: &ModelProto, weights: &'a [Weight], calib: &Calibration) -> Result<Distortion<'a>> {
         let names: Vec<&str> = weights.iter().map(|w| w.name.as_str()).collect();
-        let proto = onnx::weights_as_inputs(&onnx::strip_weights(model, &names), weights.iter().map(|w| (w.name.as_str(), w.dims.as_slice())))?;
+        let proto =
+            onnx::weights_as_inputs(&onnx::strip_weights(model, &names), weights.iter().map(|w| (w.name.as_str(), w.dims.as_slice())))?;
         let originals = weights
             .iter()
-            .map(|w| Tensor::from_shape(&w.dims, &w.values).map(|t| TValue::from_const(Arc::new(t))).map_err(|e| Error::Engine(e.to_string())))
+            .map(|w| {
+                Tensor::from_shape(&w.dims, &w.values).map(|t| TValue::from_const(Arc::new(t))).map_err(|e| Error::Engine(e.to_string()))
+            })
             .collect::<Result<_>>()?;
-        let mut d = Distortion { weights, originals, batches: calib.batches(SENSITIVITY_ITEMS), plans: PlanCache::new(proto, calib), reference: vec![] };
+        let mut d = Distortion {
+            weights,
+            originals,
+            batches: calib.batches(SENSITIVITY_ITEMS),
+            plans: PlanCache::new(proto, calib),
+            reference: vec![],
+        };
         d.reference = d.outputs(&[])?;
         Ok(d)
     }
@@ -519,9 +528,8 @@ impl<'a> Distortion<'a> {
             inputs.push(TValue::from(x.clone()));
             for (i, w) in self.originals.iter().enumerate() {
                 match replaced.iter().find(|(j, _)| *j == i) {
-                    Some((_, values)) => inputs.push(TValue::from(
-                        Tensor::from_shape(&self.weights[i].dims, values).map_err(|e| Error::Engine(e.to_string()))?,
-                    )),
+                    Some((_, values)) => inputs
+                        .push(TValue::from(Tensor::from_shape(&self.weights[i].dims, values).map_err(|e| Error::Engine(e.to_string()))?)),
                     None => inputs.push(w.clone()),
                 }
             }

@@ -391,7 +391,13 @@ pub fn encode(
 /// distortion among the greedy allocations over all widths and over widths
 /// of 2 bits and more. (The per-tensor estimates add up well at small errors;
 /// 1-bit tensors can interact beyond them, so the joint result is measured.)
-fn allocate_widths(candidates: &[Vec<BaseCandidate>], widths: &[u8], alpha: &[f64], bytes: u64, distortion: &calibrate::Distortion) -> Result<Vec<usize>> {
+fn allocate_widths(
+    candidates: &[Vec<BaseCandidate>],
+    widths: &[u8],
+    alpha: &[f64],
+    bytes: u64,
+    distortion: &calibrate::Distortion,
+) -> Result<Vec<usize>> {
     let mut best: Option<(f64, Vec<usize>)> = None;
     for min_bits in [1u8, 2] {
         let options: Vec<Vec<budget::Candidate>> = candidates
