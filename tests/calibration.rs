@@ -88,12 +88,12 @@ fn rate_ordered_mixed_precision_stream_reaches_the_exact_original() {
     let opts = calibrated(EncodeOptions { order: ChunkOrder::Rate, base_budget: Some(budget), ..fixture_options() });
     let enc = encode(&fixture_model(), "fixture", &opts);
 
-    // the base fits the budget (packed codes + 5 bytes per group)
+    // the base fits a uniform 3-bit base's size: packed codes, f32 scales, zero points as UINT4
     let limit: u64 = enc
         .manifest
         .tensors
         .iter()
-        .map(|t| (t.dims.iter().product::<usize>() as f64 * 3.0 / 8.0).floor() as u64 + 5 * t.groups as u64)
+        .map(|t| (t.dims.iter().product::<usize>() as u64 * 3).div_ceil(8) + 4 * t.groups as u64 + (t.groups as u64).div_ceil(2))
         .sum();
     let used: u64 = enc.manifest.tensors.iter().map(|t| t.bytes[0]).sum();
     assert!(used <= limit, "base {used} B over its budget {limit} B");

@@ -76,7 +76,8 @@ pub enum ChunkOrder {
 /// Size of a mixed-precision base's quantized weights.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum BaseBudget {
-    /// Bytes of codes (bit-packed), scales and zero points.
+    /// Bytes of codes (bit-packed), f32 scales and zero points (packed
+    /// at the file's storage width).
     Bytes(u64),
     /// The bytes a uniform base of this many bits per weight would take.
     BitsPerWeight(f32),
@@ -247,7 +248,14 @@ fn quantize_candidate(
 
 /// Bytes of a base: packed codes, then per group a 4-byte scale and a zero point.
 fn base_bytes(codes: &StageCodes) -> u64 {
-    (codes.codes.len() * codes.bits as usize).div_ceil(8) as u64 + 5 * codes.scales.len() as u64
+    base_size(codes.codes.len(), codes.scales.len(), codes.bits as f64)
+}
+
+/// Bytes of `elements` codes of `bits` bits (bit-packed) and, per group, an
+/// f32 scale and a zero point as the base file stores it.
+fn base_size(elements: usize, groups: usize, bits: f64) -> u64 {
+    let zero_bits = onnx::storage(bits.ceil() as u8).1 as usize;
+    (elements as f64 * bits / 8.0).ceil() as u64 + 4 * groups as u64 + (groups * zero_bits).div_ceil(8) as u64
 }
 
 fn encode_tensor(
@@ -343,9 +351,7 @@ pub fn encode(
         (Some(budget), Some(distortion)) => {
             let bytes = match budget {
                 BaseBudget::Bytes(b) => b,
-                BaseBudget::BitsPerWeight(bits) => {
-                    grids.iter().map(|g| (g.len() as f64 * bits as f64 / 8.0).floor() as u64 + 5 * g.groups() as u64).sum()
-                }
+                BaseBudget::BitsPerWeight(bits) => grids.iter().map(|g| base_size(g.len(), g.groups(), bits as f64)).sum(),
             };
             allocate_widths(&candidates, &widths, &alpha, bytes, distortion)?
         }
