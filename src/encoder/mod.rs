@@ -251,6 +251,11 @@ fn base_bytes(codes: &StageCodes) -> u64 {
     base_size(codes.codes.len(), codes.scales.len(), codes.bits as f64)
 }
 
+/// Bytes per tensor a `BitsPerWeight` budget keeps back, so that a mixed base
+/// file (whose initializers' length prefixes may be a byte longer) is never
+/// larger than the uniform one.
+const FRAMING_MARGIN: u64 = 4;
+
 /// Bytes of `elements` codes of `bits` bits (bit-packed) and, per group, an
 /// f32 scale and a zero point as the base file stores it.
 fn base_size(elements: usize, groups: usize, bits: f64) -> u64 {
@@ -351,7 +356,10 @@ pub fn encode(
         (Some(budget), Some(distortion)) => {
             let bytes = match budget {
                 BaseBudget::Bytes(b) => b,
-                BaseBudget::BitsPerWeight(bits) => grids.iter().map(|g| base_size(g.len(), g.groups(), bits as f64)).sum(),
+                // less a few bytes per tensor: mixed widths change the protobuf length prefixes
+                BaseBudget::BitsPerWeight(bits) => {
+                    grids.iter().map(|g| base_size(g.len(), g.groups(), bits as f64).saturating_sub(FRAMING_MARGIN)).sum()
+                }
             };
             allocate_widths(&candidates, &widths, &alpha, bytes, distortion)?
         }
