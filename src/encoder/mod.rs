@@ -251,9 +251,9 @@ fn base_bytes(codes: &StageCodes) -> u64 {
     base_size(codes.codes.len(), codes.scales.len(), codes.bits as f64)
 }
 
-/// Bytes per tensor a `BitsPerWeight` budget keeps back, so that a mixed base
-/// file (whose initializers' length prefixes may be a byte longer) is never
-/// larger than the uniform one.
+/// Bytes per tensor a `BitsPerWeight` budget keeps back when it can, so that
+/// a mixed base file (whose initializers' length prefixes may be a byte
+/// longer) is never larger than the uniform one.
 const FRAMING_MARGIN: u64 = 4;
 
 /// Bytes of `elements` codes of `bits` bits (bit-packed) and, per group, an
@@ -354,14 +354,13 @@ pub fn encode(
     };
     let chosen: Vec<usize> = match (opts.base_budget, &distortion) {
         (Some(budget), Some(distortion)) => {
-            let bytes = match budget {
-                BaseBudget::Bytes(b) => b,
-                // less a few bytes per tensor: mixed widths change the protobuf length prefixes
+            let (bytes, margin) = match budget {
+                BaseBudget::Bytes(b) => (b, 0),
                 BaseBudget::BitsPerWeight(bits) => {
-                    grids.iter().map(|g| base_size(g.len(), g.groups(), bits as f64).saturating_sub(FRAMING_MARGIN)).sum()
+                    (grids.iter().map(|g| base_size(g.len(), g.groups(), bits as f64)).sum(), FRAMING_MARGIN * n as u64)
                 }
             };
-            allocate_widths(&candidates, &widths, &alpha, bytes, distortion)?
+            allocate_widths(&candidates, &widths, &alpha, bytes, margin, distortion)?
         }
         _ => vec![0; n],
     };
@@ -410,6 +409,7 @@ fn allocate_widths(
     widths: &[u8],
     alpha: &[f64],
     bytes: u64,
+    margin: u64,
     distortion: &calibrate::Distortion,
 ) -> Result<Vec<usize>> {
     let mut best: Option<(f64, Vec<usize>)> = None;
@@ -427,7 +427,12 @@ fn allocate_widths(
                     .collect()
             })
             .collect();
-        let chosen = budget::allocate(&options, bytes)?;
+        // `margin` is kept back unless only the full budget fits (uniform widths)
+        let chosen = match budget::allocate(&options, bytes.saturating_sub(margin)).or_else(|_| budget::allocate(&options, bytes)) {
+            Ok(c) => c,
+            Err(e) if min_bits == 1 => return Err(e),
+            Err(_) => continue,
+        };
         if best.as_ref().is_some_and(|(_, b)| *b == chosen) {
             continue;
         }
