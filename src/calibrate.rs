@@ -4,7 +4,7 @@
 //! * [`input_stats`]: per weight tensor, the Gram matrix `Σ x xᵀ` of the
 //!   inputs its consumer (Conv, Gemm, MatMul) multiplies it with — what
 //!   GPTQ rounding ([`crate::quant::gptq`]) and the output-error proxy need.
-//! * [`output_sensitivity`]: per weight tensor, how much the model's outputs
+//! * [`Distortion`]: per weight tensor, how much the model's outputs
 //!   move when only that tensor is replaced by a quantized version — what
 //!   turns per-layer errors into one comparable scale for mixed precision and
 //!   the rate-ordered stream.
@@ -13,7 +13,6 @@
 //! order.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tract_onnx::pb::{ModelProto, NodeProto};
@@ -264,53 +263,21 @@ pub fn input_stats(model: &ModelProto, weights: &[Weight], calib: &Calibration) 
     let plans = PlanCache::new(probe_model, calib);
     let per_item: Vec<usize> = probes.iter().map(|p| rows_wanted(p.inputs).div_ceil(calib.len())).collect();
 
-    let empty = || probes.iter().map(|p| vec![vec![0f64; p.inputs * p.inputs]; gram_count(p)]).collect::<Vec<_>>();
-    let mut total = empty();
+    let mut total: Vec<Vec<Vec<f64>>> = probes.iter().map(|p| vec![vec![0f64; p.inputs * p.inputs]; gram_count(p)]).collect();
     let mut samples = vec![0u64; probes.len()];
-    let first_item = |b: usize| b * BATCH;
-    let mut add = |grams: Vec<Vec<Vec<f64>>>, rows: Vec<u64>| {
-        for (p, (acc, add)) in total.iter_mut().zip(grams).enumerate() {
-            for (a, b) in acc.iter_mut().zip(add) {
-                a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
-            }
-            samples[p] += rows[p];
-        }
-    };
-    let threads = crate::parallel::threads().min(batches.len());
-    if threads <= 1 {
-        for (b, x) in batches.iter().enumerate() {
-            let (grams, rows) = batch_grams(x, &plans.run(x)?, &outputs, &probes, &per_item, first_item(b))?;
-            add(grams, rows);
-        }
-    } else {
-        let next = AtomicUsize::new(0);
-        std::thread::scope(|s| {
-            let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, Result<BatchGrams>)>(0);
-            for _ in 0..threads {
-                let (tx, next, batches, probes, plans, outputs, per_item) =
-                    (tx.clone(), &next, &batches, &probes, &plans, &outputs, &per_item);
-                s.spawn(move || loop {
-                    let b = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(x) = batches.get(b) else { break };
-                    let r = plans.run(x).and_then(|acts| batch_grams(x, &acts, outputs, probes, per_item, first_item(b)));
-                    if tx.send((b, r)).is_err() {
-                        break;
-                    }
-                });
-            }
-            drop(tx);
-            let mut pending = BTreeMap::new();
-            let mut want = 0;
-            for (b, r) in rx {
-                pending.insert(b, r?);
-                while let Some((grams, rows)) = pending.remove(&want) {
-                    add(grams, rows);
-                    want += 1;
+    crate::parallel::in_order(
+        batches.len(),
+        |b| batch_grams(&batches[b], &plans.run(&batches[b])?, &outputs, &probes, &per_item, b * BATCH),
+        |_, (grams, rows)| {
+            for (p, (acc, add)) in total.iter_mut().zip(grams).enumerate() {
+                for (a, b) in acc.iter_mut().zip(add) {
+                    a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
                 }
+                samples[p] += rows[p];
             }
-            Ok::<_, Error>(())
-        })?;
-    }
+            Ok(())
+        },
+    )?;
     let mut out: Vec<Option<InputStats>> = vec![None; weights.len()];
     for ((p, grams), n) in probes.iter().zip(total).zip(samples) {
         out[p.weight] = Some(InputStats { outputs: p.outputs, inputs: p.inputs, transposed: p.transposed, grams, samples: n });

@@ -13,23 +13,19 @@ pub fn threads() -> usize {
 }
 
 /// Runs `f(0..n)` spreading the indices over the available cores (one
-/// thread where there is one core, or on wasm32) and returns the results in
-/// index order; `done(i, count)` is called as each finishes. The results do
-/// not depend on the thread count.
-pub fn map<R: Send>(n: usize, f: impl Fn(usize) -> Result<R> + Sync, done: &mut dyn FnMut(usize, usize)) -> Result<Vec<R>> {
-    let threads = threads();
-    if threads == 1 {
+/// thread where there is one core, or on wasm32) and hands each result to
+/// `consume(i, r)` in index order, as soon as it and all earlier ones are
+/// done (workers wait while their result is not yet taken, so at most the
+/// out-of-order results are held). The first error stops it.
+pub fn in_order<R: Send>(n: usize, f: impl Fn(usize) -> Result<R> + Sync, mut consume: impl FnMut(usize, R) -> Result<()>) -> Result<()> {
+    let threads = threads().min(n);
+    if threads <= 1 {
         // also the wasm32 case, where threads cannot be spawned
-        let mut out = Vec::with_capacity(n);
-        for i in 0..n {
-            out.push(f(i)?);
-            done(i, i + 1);
-        }
-        return Ok(out);
+        return (0..n).try_for_each(|i| consume(i, f(i)?));
     }
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let (tx, rx) = std::sync::mpsc::channel();
     std::thread::scope(|s| {
+        let (tx, rx) = std::sync::mpsc::sync_channel(0);
         for _ in 0..threads {
             let (tx, next, f) = (tx.clone(), &next, &f);
             s.spawn(move || loop {
@@ -40,11 +36,27 @@ pub fn map<R: Send>(n: usize, f: impl Fn(usize) -> Result<R> + Sync, done: &mut 
             });
         }
         drop(tx);
-        let mut results: Vec<Option<R>> = (0..n).map(|_| None).collect();
-        for (count, (i, r)) in rx.iter().enumerate() {
-            results[i] = Some(r?);
-            done(i, count + 1);
+        let mut pending = std::collections::BTreeMap::new();
+        let mut want = 0;
+        for (i, r) in rx {
+            pending.insert(i, r?);
+            while let Some(r) = pending.remove(&want) {
+                consume(want, r)?;
+                want += 1;
+            }
         }
-        Ok(results.into_iter().map(|r| r.expect("every index computed")).collect())
+        Ok(())
     })
+}
+
+/// [`in_order`] collecting the results; `done(i, count)` is called as each
+/// is collected. The results do not depend on the thread count.
+pub fn map<R: Send>(n: usize, f: impl Fn(usize) -> Result<R> + Sync, done: &mut dyn FnMut(usize, usize)) -> Result<Vec<R>> {
+    let mut out = Vec::with_capacity(n);
+    in_order(n, f, |i, r| {
+        out.push(r);
+        done(i, i + 1);
+        Ok(())
+    })?;
+    Ok(out)
 }

@@ -73,6 +73,18 @@ pub enum ChunkOrder {
     Rate,
 }
 
+impl ChunkOrder {
+    /// The order to use when none was asked for: by rate where there is
+    /// calibration data to measure it, else stage by stage.
+    pub fn default_for(calibrated: bool) -> ChunkOrder {
+        if calibrated {
+            ChunkOrder::Rate
+        } else {
+            ChunkOrder::Layer
+        }
+    }
+}
+
 /// Size of a mixed-precision base's quantized weights.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum BaseBudget {
@@ -390,7 +402,7 @@ pub fn encode(
                             // the exact stage changes no decision measurably: it goes last
                             let exact = k + 1 == e.chunks.len();
                             let gain = if exact { 0.0 } else { a * (e.proxy[k] - e.proxy[k + 1]) };
-                            order::ChunkValue { bytes: c.to_bytes().len() as u64, gain }
+                            order::ChunkValue { bytes: c.frame_len() as u64, gain }
                         })
                         .collect()
                 })
@@ -477,6 +489,7 @@ fn assemble(
         chunk_count: (weights.len() * (stages.len() - 1)) as u32,
     };
     let mut stream = header.to_bytes();
+    let header_len = stream.len() as u64;
     // bytes of each stage, and where in base + stream each stage is complete
     let mut stage_bytes = vec![0u64; stages.len()];
     let mut complete_at = vec![base.len() as u64 + stream.len() as u64; stages.len()];
@@ -492,7 +505,7 @@ fn assemble(
         stream.extend_from_slice(&bytes);
         complete_at[s] = base.len() as u64 + stream.len() as u64;
     }
-    stage_bytes[1] += header.to_bytes().len() as u64;
+    stage_bytes[1] += header_len;
     for s in 1..stages.len() {
         complete_at[s] = complete_at[s].max(complete_at[s - 1]);
     }

@@ -270,9 +270,14 @@ impl StreamHeader {
 }
 
 impl Chunk {
+    /// Bytes the serialized chunk takes in the stream (prefix, payload, CRC).
+    pub fn frame_len(&self) -> usize {
+        CHUNK_PREFIX + self.payload.len() + 4
+    }
+
     /// Serializes the chunk (prefix, payload, CRC).
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(CHUNK_PREFIX + self.payload.len() + 4);
+        let mut out = Vec::with_capacity(self.frame_len());
         out.extend_from_slice(&CHUNK_MAGIC);
         out.extend_from_slice(&self.tensor.to_le_bytes());
         out.push(self.stage);

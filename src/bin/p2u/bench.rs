@@ -74,7 +74,7 @@ impl EvalSet {
         let mut o = opts.clone();
         o.calibration = self.calibration.clone().map(std::sync::Arc::new);
         if !order_given {
-            o.order = if o.calibration.is_some() { p2u::encoder::ChunkOrder::Rate } else { p2u::encoder::ChunkOrder::Layer };
+            o.order = p2u::encoder::ChunkOrder::default_for(o.calibration.is_some());
         }
         o
     }

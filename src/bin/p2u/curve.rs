@@ -38,7 +38,7 @@ pub fn curve(
     let score = |m: &mut ProgressiveModel| predict(m, eval).map(|p| accuracy(&p, labels));
     let enc = p2u::encode(model, name, info.clone(), opts, &mut |_| {})?;
     let (header, chunks) = read_all(&enc.stream)?;
-    let frames: u64 = chunks.iter().map(|c| c.to_bytes().len() as u64).sum();
+    let frames: u64 = chunks.iter().map(|c| c.frame_len() as u64).sum();
     let mut received = packed_size(&enc) + enc.stream.len() as u64 - frames;
     let total = packed_size(&enc) + enc.stream.len() as u64;
     let step = total / points.max(1) as u64;
@@ -49,7 +49,7 @@ pub fn curve(
     let (mut stage, mut next_mark) = (0, received + step);
     for chunk in &chunks {
         live.apply(chunk)?;
-        received += chunk.to_bytes().len() as u64;
+        received += chunk.frame_len() as u64;
         let s = live.status().stage;
         if s > stage || received >= next_mark {
             let label = if s > stage { format!("stage {s}") } else { String::new() };

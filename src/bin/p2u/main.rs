@@ -163,8 +163,7 @@ pub fn encode_options(a: &Args) -> Result<EncodeOptions> {
         Some("rate") => ChunkOrder::Rate,
         Some("layer") => ChunkOrder::Layer,
         Some(v) => return Err(Error::Invalid(format!("--order: {v:?} (use rate or layer)"))),
-        None if o.calibration.is_some() => ChunkOrder::Rate,
-        None => ChunkOrder::Layer,
+        None => ChunkOrder::default_for(o.calibration.is_some()),
     };
     Ok(o)
 }
