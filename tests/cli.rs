@@ -160,12 +160,21 @@ fn calibrated_mixed_precision_encode_from_npy_verifies() {
     let o = p2u(&[&"verify", &model, &out]);
     assert!(o.status.success() && text(&o).contains("bit-identical"), "{}", text(&o));
     let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("fixture.json")).unwrap()).unwrap();
-    let widths: std::collections::BTreeSet<u64> =
-        manifest["tensors"].as_array().unwrap().iter().map(|t| t["base_bits"].as_u64().unwrap()).collect();
-    assert!(widths.len() >= 2, "mixed widths: {widths:?}");
+    let widths: std::collections::BTreeSet<u64> = manifest["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            8 * t["base_served_bytes"].as_u64().unwrap()
+                / t["dims"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap()).product::<u64>()
+        })
+        .collect();
+    assert!(widths.len() >= 2, "mixed widths (served bits per weight): {widths:?}");
 
-    let o = p2u(&[&"encode", &model, &"-o", &out, &"--order", &"rate"]);
+    let o = p2u(&[&"encode", &model, &"-o", &out, &"--preprocess", &"{}"]);
     assert!(!o.status.success() && text(&o).contains("--calibration"), "{}", text(&o));
+    let o = p2u(&[&"encode", &model, &"-o", &out, &"--input-range", &"1,0"]);
+    assert!(!o.status.success() && text(&o).contains("LO,HI"), "{}", text(&o));
     std::fs::write(&calib, b"not numpy").unwrap();
     let o = p2u(&[&"encode", &model, &"-o", &out, &"--calibration", &calib]);
     assert!(!o.status.success() && text(&o).contains(".npy"), "{}", text(&o));

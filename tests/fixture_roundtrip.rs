@@ -12,9 +12,10 @@ fn fixture_reaches_bit_exact_weights_and_outputs() {
     let model = fixture_model();
     let enc = encode(&model, "fixture", &fixture_options());
     let names: Vec<&str> = enc.manifest.tensors.iter().map(|t| t.name.as_str()).collect();
-    for w in ["W1", "W2", "Bz", "M", "A", "G", "P", "Q", "K"] {
-        assert!(names.contains(&w), "{w} should be quantized: {names:?}");
+    for w in ["W1", "W2", "M", "A", "G", "P", "Q", "K"] {
+        assert!(names.contains(&w) || enc.manifest.exact_in_base.iter().any(|e| e == w), "{w} should be encoded: {names:?}");
     }
+    assert!(!names.contains(&"Bz"), "a 1-D bias stays f32 in the base");
     for bn in ["bn_scale", "bn_bias", "bn_mean", "bn_var"] {
         assert!(!names.contains(&bn), "BatchNorm parameter {bn} must pass through exactly");
     }
@@ -66,8 +67,10 @@ fn fixture_reaches_bit_exact_weights_and_outputs() {
         let got = live.weight(&w.name).unwrap();
         assert!(got.iter().zip(&w.values).all(|(a, b)| a.to_bits() == b.to_bits()), "{} not exact", w.name);
     }
-    let zero = live.weight("Bz").unwrap();
-    assert!(zero.iter().all(|v| v.to_bits() == 0), "all-zero bias must end as +0.0");
+    let current = live.current_model();
+    let tensors = p2u::onnx::constant_tensors(current.graph.as_ref().unwrap());
+    let zero = p2u::onnx::tensor_f32(tensors.iter().find(|(n, _)| n == "Bz").unwrap().1).unwrap();
+    assert!(zero.iter().all(|v| v.to_bits() == 0), "the all-zero bias stays +0.0");
     assert_eq!(live.weight("P").unwrap(), live.weight("Q").unwrap());
 }
 
@@ -126,7 +129,7 @@ fn encoder_is_deterministic() {
 #[test]
 fn every_base_width_and_blocking_reaches_exact() {
     for (base_bits, stages, block) in [(2u8, vec![2u8, 4], 0usize), (3, vec![8], 8), (8, vec![], 0), (4, vec![3, 5, 8], 16)] {
-        let opts = p2u::EncodeOptions { base_bits, refine_bits: stages.clone(), block, ..fixture_options() };
+        let opts = p2u::EncodeOptions { refine_bits: stages.clone(), block, ..fixture_uniform(base_bits) };
         let enc = encode(&fixture_model(), "fixture", &opts);
         let mut m = load_base(&enc, &FIXTURE_INPUT);
         m.feed(&enc.stream).unwrap();

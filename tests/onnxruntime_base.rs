@@ -70,7 +70,7 @@ fn onnxruntime_runs_a_calibrated_mixed_precision_base() {
 #[test]
 fn onnxruntime_runs_fixture_bases_of_every_layout() {
     for (bits, block) in [(4u8, 0usize), (4, 16), (2, 0), (3, 8), (8, 0)] {
-        let opts = EncodeOptions { base_bits: bits, block, ..fixture_options() };
+        let opts = EncodeOptions { block, ..fixture_uniform(bits) };
         let enc = encode(&fixture_model(), "fixture", &opts);
         check_with_onnxruntime(&format!("fixture-{bits}bit-block{block}"), &enc, &FIXTURE_INPUT, -1.0, 1.0);
     }

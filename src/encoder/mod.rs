@@ -5,30 +5,35 @@
 //! [`quant::exact`]) — so the exact stage is computed against what the
 //! client really has, and the encoder checks that it lands on the original bits.
 //!
-//! With calibration data ([`crate::calibrate`]) the base is rounded with
-//! GPTQ, each tensor's output sensitivity is measured, and the sensitivity
-//! drives the per-tensor base widths under a byte budget ([`budget`]) and
-//! the gain-per-byte order of the stream's chunks ([`order`]).
+//! By default each tensor's effect on the model's outputs is measured on
+//! synthetic inputs derived from the model ([`calibrate::synthetic`]); with
+//! the user's calibration data it is measured on that data and the base is
+//! also rounded with GPTQ. The measured sensitivity drives the per-tensor
+//! base widths under a byte budget counted as served ([`budget`]) and the
+//! gain-per-byte order of the stream's chunks ([`order`]).
 
 pub mod budget;
 pub mod order;
 
 use std::sync::Arc;
 
-use crate::calibrate::{self, Calibration};
+use crate::calibrate::{self, Calibration, Origin, SyntheticSpec};
 use crate::error::{Error, Result};
 use crate::format::manifest::{FileInfo, Manifest, StageInfo, TensorInfo, MANIFEST_VERSION};
 use crate::format::stream::{Chunk, Stage, StageKind, StreamHeader, TensorEntry};
 use crate::format::{hex, payload, sha256, tensor_hash, weights_hash, Hash};
 use crate::onnx::{self, BaseWeight, Weight};
 use crate::quant::gptq::{self, Factor};
-use crate::quant::{self, apply_codes, exact, ErrorStats, Grid, InputStats, StageCodes};
+use crate::quant::{self, apply_codes, exact, BaseCode, ErrorStats, Grid, InputStats, StageCodes};
 use tract_onnx::pb::ModelProto;
 
-/// Encoder settings.
+/// Encoder settings. The default is the mixed-precision base under the
+/// served size of a uniform 4-bit one, measured on synthetic inputs, and a
+/// rate-ordered stream; [`EncodeOptions::uniform`] is the plain, fast encode.
 #[derive(Clone, Debug)]
 pub struct EncodeOptions {
-    /// Code width of the base (2..=8; stored as UINT4 up to 4 bits, else UINT8).
+    /// Code width of a uniform base (2..=8; stored as UINT2/UINT4/UINT8), and
+    /// the width at which sensitivity is probed.
     pub base_bits: u8,
     /// Code widths of the refinement stages, in order (each 2..=8).
     pub refine_bits: Vec<u8>,
@@ -38,13 +43,17 @@ pub struct EncodeOptions {
     pub min_elements: usize,
     /// How the base's scales are chosen.
     pub clipping: Clipping,
-    /// Sample inputs: enables GPTQ rounding of the base, and is required by
-    /// [`ChunkOrder::Rate`] and [`EncodeOptions::base_budget`].
+    /// The user's sample inputs: sensitivity is measured on them and the
+    /// base is rounded with GPTQ.
     pub calibration: Option<Arc<Calibration>>,
+    /// Without calibration data, sensitivity is measured on these synthetic
+    /// inputs (`None`: no measurement; then the rate order and a budget are
+    /// unavailable).
+    pub synthetic: Option<SyntheticSpec>,
     /// Order of the stream's chunks.
     pub order: ChunkOrder,
-    /// Mixed precision: base widths per tensor (1, 2, 3, 4 or 8 bits) chosen by
-    /// sensitivity to fit this budget; `None` gives every tensor `base_bits`.
+    /// Mixed precision: base widths per tensor chosen by sensitivity to fit
+    /// this budget; `None` gives every tensor `base_bits`.
     pub base_budget: Option<BaseBudget>,
 }
 
@@ -57,9 +66,18 @@ impl Default for EncodeOptions {
             min_elements: 256,
             clipping: Clipping::Auto,
             calibration: None,
-            order: ChunkOrder::Layer,
-            base_budget: None,
+            synthetic: Some(SyntheticSpec::default()),
+            order: ChunkOrder::Rate,
+            base_budget: Some(BaseBudget::BitsPerWeight(4.0)),
         }
+    }
+}
+
+impl EncodeOptions {
+    /// A uniform `bits`-bit base and a stage-by-stage stream, with nothing
+    /// measured: the fast encode.
+    pub fn uniform(bits: u8) -> EncodeOptions {
+        EncodeOptions { base_bits: bits, synthetic: None, order: ChunkOrder::Layer, base_budget: None, ..EncodeOptions::default() }
     }
 }
 
@@ -73,32 +91,55 @@ pub enum ChunkOrder {
     Rate,
 }
 
-impl ChunkOrder {
-    /// The order to use when none was asked for: by rate where there is
-    /// calibration data to measure it, else stage by stage.
-    pub fn default_for(calibrated: bool) -> ChunkOrder {
-        if calibrated {
-            ChunkOrder::Rate
-        } else {
-            ChunkOrder::Layer
-        }
-    }
-}
-
-/// Size of a mixed-precision base's quantized weights.
+/// Size of a mixed-precision base's weights, counted as served: codes at
+/// their entropy (what brotli or gzip `Content-Encoding` sends, see
+/// [`budget::served_bytes`]), f32 scales and zero points, and 4 bytes per
+/// weight kept exact.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum BaseBudget {
-    /// Bytes of codes (bit-packed), f32 scales and zero points (packed
-    /// at the file's storage width).
+    /// Served bytes.
     Bytes(u64),
-    /// The bytes a uniform base of this many bits per weight would take.
+    /// The served bytes of a uniform base of this many bits per weight
+    /// (2.0..=8.0; between whole widths, interpolated).
     BitsPerWeight(f32),
 }
 
-/// Base widths the mixed-precision allocation chooses from (1-bit codes
-/// only here: a tensor the calibration finds insensitive may give its bits
-/// to one that is not).
-pub const MIXED_BITS: [u8; 5] = [1, 2, 3, 4, 8];
+/// Steps of the [`BaseCode::Step`] candidates, in units of each group's
+/// RMS: `2^(−j/2)`, entropies from about 2 to 5.5 bits per weight.
+pub const STEPS: [f32; 10] = [2.0, 1.414_213_6, 1.0, 0.707_106_8, 0.5, 0.353_553_4, 0.25, 0.176_776_7, 0.125, 0.088_388_35];
+
+/// Base codes the mixed-precision allocation chooses from: clipped 1–4-bit
+/// and 8-bit codes, and the [`STEPS`] ladder. Every tensor may also stay
+/// exact (f32).
+pub fn mixed_codes() -> Vec<BaseCode> {
+    [1u8, 2, 3, 4].map(BaseCode::Clipped).into_iter().chain(STEPS.map(BaseCode::Step)).chain([BaseCode::Clipped(8)]).collect()
+}
+
+/// Smallest widths tried, in order, when sensitivity comes from synthetic
+/// inputs: the first allocation that fits wins, so codes below 3 bits (or
+/// steps coarser than 0.71 RMS, about 2.5 bits of entropy) appear only
+/// when the budget leaves no other choice. Synthetic inputs can underrate a
+/// tensor (the ImageNet MobileNetV2's classifier measured 100× less
+/// sensitive than on real images, and at 2 bits it alone cost 0.38 nats of
+/// KL). With the user's data, every floor is tried and the allocation with
+/// the lowest measured distortion is kept.
+pub const SYNTHETIC_FLOORS: [u8; 3] = [3, 2, 1];
+
+/// The smallest width of a candidate, for the floors: a clipped code's
+/// bits; for steps, 2 if coarser than 0.71 RMS, else 3.
+fn floor_bits(code: BaseCode) -> u8 {
+    match code {
+        BaseCode::Clipped(b) => b,
+        BaseCode::Step(k) if k > 0.75 => 2,
+        BaseCode::Step(_) => 3,
+    }
+}
+
+/// Weights this small in total (as a share of the budget) stay exact
+/// without being measured: the first layers and depthwise kernels, which
+/// are tiny and often the most sensitive (one 288-weight depthwise kernel of
+/// MobileNetV2 cost 0.06 nats of KL even at 8 bits).
+pub const EXACT_SHARE: f64 = 0.02;
 
 /// How the base quantizer picks each group's scale.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -132,6 +173,9 @@ pub struct Encoded {
     pub stream: Vec<u8>,
     /// The manifest (file names are `NAME.base.onnx`, `NAME.p2u`).
     pub manifest: Manifest,
+    /// What the encoder decided on its own that the user should know (e.g.
+    /// a fallback to a uniform base).
+    pub notes: Vec<String>,
 }
 
 /// What the encoder is doing.
@@ -141,7 +185,7 @@ pub enum Phase {
     Calibrating,
     /// Choosing base codes, per tensor.
     Quantizing,
-    /// Measuring each tensor's output sensitivity (one step).
+    /// Measuring each tensor's output sensitivity, per tensor.
     Measuring,
     /// Encoding the refinement and exact stages, per tensor.
     Encoding,
@@ -186,8 +230,16 @@ struct EncodedTensor {
 /// A candidate base for one tensor.
 struct BaseCandidate {
     codes: StageCodes,
-    decoded: Vec<f32>,
     proxy: f64,
+}
+
+impl BaseCandidate {
+    fn decoded(&self, grid: &Grid) -> Vec<f32> {
+        let c = &self.codes;
+        let mut v = vec![0f32; c.codes.len()];
+        apply_codes(&mut v, grid, c.bits, &c.packed(), &c.scales, &c.zeros);
+        v
+    }
 }
 
 impl EncodeOptions {
@@ -207,9 +259,9 @@ impl EncodeOptions {
         if self.refine_bits.len() > 16 {
             return Err(Error::Invalid("at most 16 refinement stages".into()));
         }
-        if self.calibration.is_none() && (self.order == ChunkOrder::Rate || self.base_budget.is_some()) {
+        if self.calibration.is_none() && self.synthetic.is_none() && self.needs_sensitivity() {
             return Err(Error::Invalid(
-                "the rate order and a base budget are measured on calibration data: give calibration inputs (--calibration)".into(),
+                "the rate order and a base budget are measured on calibration data or synthetic inputs: enable one of them".into(),
             ));
         }
         if let Some(BaseBudget::BitsPerWeight(b)) = self.base_budget {
@@ -218,6 +270,11 @@ impl EncodeOptions {
             }
         }
         Ok(())
+    }
+
+    /// True if the options need each tensor's measured sensitivity.
+    pub fn needs_sensitivity(&self) -> bool {
+        self.order == ChunkOrder::Rate || self.base_budget.is_some()
     }
 
     /// The stage list: base, refinements, exact.
@@ -242,37 +299,19 @@ fn proxy_error(stats: Option<&InputStats>, target: &[f32], approx: &[f32]) -> f6
 fn quantize_candidate(
     w: &Weight,
     grid: &Grid,
-    bits: u8,
+    code: BaseCode,
     stats: Option<(&InputStats, &[Option<Factor>])>,
     opts: &EncodeOptions,
 ) -> BaseCandidate {
-    let norm = opts.clipping.norm(bits);
-    let codes = match stats {
-        Some((s, f)) => quant::quantize_base_calibrated(&w.values, grid, bits, norm, s, f),
-        None => quant::quantize_base(&w.values, grid, bits, norm),
+    let norm = opts.clipping.norm(code.bits());
+    let codes = match (stats, code) {
+        (Some((s, f)), code) => quant::quantize_base_calibrated(&w.values, grid, code, norm, s, f),
+        (None, BaseCode::Clipped(bits)) => quant::quantize_base(&w.values, grid, bits, norm),
+        (None, BaseCode::Step(k)) => quant::quantize_base_step(&w.values, grid, k),
     };
-    let stats = stats.map(|(s, _)| s);
-    let mut decoded = vec![0f32; w.values.len()];
-    apply_codes(&mut decoded, grid, bits, &codes.packed(), &codes.scales, &codes.zeros);
-    let proxy = proxy_error(stats, &w.values, &decoded);
-    BaseCandidate { codes, decoded, proxy }
-}
-
-/// Bytes of a base: packed codes, then per group a 4-byte scale and a zero point.
-fn base_bytes(codes: &StageCodes) -> u64 {
-    base_size(codes.codes.len(), codes.scales.len(), codes.bits as f64)
-}
-
-/// Bytes per tensor a `BitsPerWeight` budget keeps back when it can, so that
-/// a mixed base file (whose initializers' length prefixes may be a byte
-/// longer) is never larger than the uniform one.
-const FRAMING_MARGIN: u64 = 4;
-
-/// Bytes of `elements` codes of `bits` bits (bit-packed) and, per group, an
-/// f32 scale and a zero point as the base file stores it.
-fn base_size(elements: usize, groups: usize, bits: f64) -> u64 {
-    let zero_bits = onnx::storage(bits.ceil() as u8).1 as usize;
-    (elements as f64 * bits / 8.0).ceil() as u64 + 4 * groups as u64 + (groups * zero_bits).div_ceil(8) as u64
+    let mut c = BaseCandidate { codes, proxy: 0.0 };
+    c.proxy = proxy_error(stats.map(|(s, _)| s), &w.values, &c.decoded(grid));
+    c
 }
 
 fn encode_tensor(
@@ -284,7 +323,8 @@ fn encode_tensor(
     opts: &EncodeOptions,
 ) -> Result<EncodedTensor> {
     let target = &w.values;
-    let BaseCandidate { codes: base, decoded: mut current, proxy } = base;
+    let mut current = base.decoded(&grid);
+    let BaseCandidate { codes: base, proxy } = base;
     let mut errors = vec![quant::error_stats(target, &current)];
     let mut proxies = vec![proxy];
     let mut chunks = vec![];
@@ -327,73 +367,128 @@ pub fn encode(
     }
     let n = weights.len();
     let grids: Vec<Grid> = weights.iter().map(|w| Grid::choose(&w.dims, w.channel_axis, opts.block)).collect();
-    let calib = opts.calibration.as_deref();
-    let stats: Vec<Option<InputStats>> = match calib {
-        Some(c) => {
+    let mut notes = vec![];
+    let mut plan = Plan::for_options(opts);
+
+    // what the sensitivity is measured on: the user's data, or synthetic inputs
+    let calib: Option<Arc<Calibration>> = match (&opts.calibration, &opts.synthetic) {
+        (Some(c), _) => Some(c.clone()),
+        (None, Some(spec)) if opts.needs_sensitivity() => match calibrate::synthetic(model, spec) {
+            Ok(c) => Some(Arc::new(c)),
+            Err(e) => {
+                notes.push(plan.fall_back(opts, &e));
+                None
+            }
+        },
+        _ => None,
+    };
+    let user_data = calib.as_ref().is_some_and(|c| c.origin() == Origin::Data);
+    let stats: Vec<Option<InputStats>> = match &calib {
+        Some(c) if user_data => {
             progress(Progress { phase: Phase::Calibrating, done: 0, total: 1, tensor: "" });
             let s = calibrate::input_stats(model, &weights, c)?;
             progress(Progress { phase: Phase::Calibrating, done: 1, total: 1, tensor: "" });
             s
         }
-        None => vec![None; n],
+        _ => vec![None; n],
     };
-    let widths: Vec<u8> = if opts.base_budget.is_some() { MIXED_BITS.to_vec() } else { vec![opts.base_bits] };
+    let distortion = match &calib {
+        Some(c) if plan.measured => {
+            let items = if user_data { calibrate::SENSITIVITY_ITEMS } else { c.len() };
+            match calibrate::Distortion::new(model, &weights, c, items) {
+                Ok(d) => Some(d),
+                Err(e) if !user_data => {
+                    notes.push(plan.fall_back(opts, &e));
+                    None
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        _ => None,
+    };
+    let codes: Vec<BaseCode> = match plan.budget {
+        Some(_) => mixed_codes(),
+        None => vec![BaseCode::Clipped(opts.base_bits)],
+    };
+    // sensitivity is probed at the uniform width
+    let probe = codes.iter().position(|&c| c == BaseCode::Clipped(opts.base_bits)).unwrap_or(0);
+    progress(Progress { phase: Phase::Quantizing, done: 0, total: n, tensor: "" });
     let mut candidates: Vec<Vec<BaseCandidate>> = crate::parallel::map(
         n,
         |t| {
             let factors = stats[t].as_ref().map(gptq::factors);
             let with = stats[t].as_ref().zip(factors.as_deref());
-            Ok(widths.iter().map(|&b| quantize_candidate(&weights[t], &grids[t], b, with, opts)).collect())
+            Ok(codes.iter().map(|&c| quantize_candidate(&weights[t], &grids[t], c, with, opts)).collect())
         },
         &mut |t, done| progress(Progress { phase: Phase::Quantizing, done, total: n, tensor: &weights[t].name }),
     )?;
 
-    // Sensitivity turns each tensor's proxy into output distortion: d_t = α_t · proxy_t.
-    let probe = widths.iter().position(|&b| b == opts.base_bits).unwrap_or(0);
-    let distortion = match calib {
-        Some(c) if opts.order == ChunkOrder::Rate || opts.base_budget.is_some() => Some(calibrate::Distortion::new(model, &weights, c)?),
-        _ => None,
+    let budget = match plan.budget {
+        Some(b) => Some(budget_bytes(b, &weights, &grids, &codes, &candidates, opts)?),
+        None => None,
     };
+    // the smallest tensors, up to a small share of the budget, stay exact unmeasured
+    let mut exact_unmeasured = vec![false; n];
+    if let Some(bytes) = budget {
+        let mut by_size: Vec<usize> = (0..n).collect();
+        by_size.sort_by_key(|&t| (weights[t].values.len(), t));
+        let mut spent = 0u64;
+        for t in by_size {
+            spent += budget::exact_bytes(weights[t].values.len());
+            if spent as f64 > EXACT_SHARE * bytes as f64 {
+                break;
+            }
+            exact_unmeasured[t] = true;
+        }
+    }
+
+    // Sensitivity turns each tensor's proxy into output distortion: d_t = α_t · proxy_t.
     let alpha: Vec<f64> = match &distortion {
         Some(d) => {
-            progress(Progress { phase: Phase::Measuring, done: 0, total: 1, tensor: "" });
-            let replaced: Vec<Vec<f32>> = candidates.iter().map(|c| c[probe].decoded.clone()).collect();
-            let per_tensor = d.per_tensor(&replaced)?;
-            progress(Progress { phase: Phase::Measuring, done: 1, total: 1, tensor: "" });
+            let replaced: Vec<Option<Vec<f32>>> =
+                (0..n).map(|t| (!exact_unmeasured[t]).then(|| candidates[t][probe].decoded(&grids[t]))).collect();
+            let total = replaced.iter().filter(|r| r.is_some()).count();
+            let mut measured = 0;
+            progress(Progress { phase: Phase::Measuring, done: 0, total, tensor: "" });
+            let per_tensor = d.per_tensor(&replaced, &mut |i| {
+                if replaced[i].is_some() {
+                    measured += 1;
+                    progress(Progress { phase: Phase::Measuring, done: measured, total, tensor: &weights[i].name });
+                }
+            })?;
             per_tensor.iter().zip(&candidates).map(|(&d, c)| if c[probe].proxy > 0.0 { d / c[probe].proxy } else { 0.0 }).collect()
         }
         None => vec![1.0; n],
     };
-    let chosen: Vec<usize> = match (opts.base_budget, &distortion) {
-        (Some(budget), Some(distortion)) => {
-            let (bytes, margin) = match budget {
-                BaseBudget::Bytes(b) => (b, 0),
-                BaseBudget::BitsPerWeight(bits) => {
-                    (grids.iter().map(|g| base_size(g.len(), g.groups(), bits as f64)).sum(), FRAMING_MARGIN * n as u64)
-                }
-            };
-            allocate_widths(&candidates, &widths, &alpha, bytes, margin, distortion)?
+    let chosen: Vec<Option<usize>> = match (budget, &distortion) {
+        (Some(bytes), Some(distortion)) => {
+            let pick = if user_data { Pick::LowestMeasured(&[1, 2, 3]) } else { Pick::FirstFit(&SYNTHETIC_FLOORS) };
+            allocate_widths(&candidates, &codes, &weights, &grids, &alpha, &exact_unmeasured, bytes, pick, distortion)?
         }
-        _ => vec![0; n],
+        _ => vec![Some(0); n],
     };
-    let mut bases: Vec<Option<BaseCandidate>> = candidates.iter_mut().zip(&chosen).map(|(c, &i)| Some(c.swap_remove(i))).collect();
+    let exact_in_base: Vec<String> = (0..n).filter(|&t| chosen[t].is_none()).map(|t| weights[t].name.clone()).collect();
+    let kept: Vec<usize> = (0..n).filter(|&t| chosen[t].is_some()).collect();
+    let mut bases: Vec<Option<BaseCandidate>> = candidates.iter_mut().zip(&chosen).map(|(c, i)| i.map(|i| c.swap_remove(i))).collect();
     drop(candidates);
     let bases = std::sync::Mutex::new(&mut bases);
+    progress(Progress { phase: Phase::Encoding, done: 0, total: kept.len(), tensor: "" });
     let encoded = crate::parallel::map(
-        n,
-        |t| {
+        kept.len(),
+        |k| {
+            let t = kept[k];
             let base =
                 bases.lock().map_err(|_| Error::Invalid("an encoder thread panicked".into()))?[t].take().expect("each base is used once");
-            encode_tensor(t as u32, &weights[t], grids[t], base, stats[t].as_ref(), opts)
+            encode_tensor(k as u32, &weights[t], grids[t], base, stats[t].as_ref(), opts)
         },
-        &mut |t, done| progress(Progress { phase: Phase::Encoding, done, total: n, tensor: &weights[t].name }),
+        &mut |k, done| progress(Progress { phase: Phase::Encoding, done, total: kept.len(), tensor: &weights[kept[k]].name }),
     )?;
-    let order = match opts.order {
+    let order = match plan.order {
         ChunkOrder::Layer => order::layer_order(&encoded.iter().map(|e| e.chunks.len()).collect::<Vec<_>>()),
         ChunkOrder::Rate => order::rate_order(
             &encoded
                 .iter()
-                .zip(&alpha)
+                .zip(kept.iter().map(|&t| alpha[t]))
                 .map(|(e, a)| {
                     e.chunks
                         .iter()
@@ -409,52 +504,151 @@ pub fn encode(
                 .collect::<Vec<_>>(),
         ),
     };
-    assemble(model, name, original, opts, &weights, &encoded, &order)
+    let weights: Vec<Weight> = weights.into_iter().enumerate().filter(|(t, _)| chosen[*t].is_some()).map(|(_, w)| w).collect();
+    let mut out = assemble(model, name, original, opts, &weights, &encoded, &order)?;
+    out.manifest.exact_in_base = exact_in_base;
+    out.notes = notes;
+    Ok(out)
 }
 
-/// Mixed precision: the allocation with the lowest *measured* output
-/// distortion among the greedy allocations over all widths and over widths
-/// of 2 bits and more. (The per-tensor estimates add up well at small errors;
-/// 1-bit tensors can interact beyond them, so the joint result is measured.)
+/// What the encode does once the options met the model: measured or not,
+/// budget or uniform, which order.
+struct Plan {
+    measured: bool,
+    budget: Option<BaseBudget>,
+    order: ChunkOrder,
+}
+
+impl Plan {
+    fn for_options(opts: &EncodeOptions) -> Plan {
+        Plan { measured: opts.needs_sensitivity(), budget: opts.base_budget, order: opts.order }
+    }
+
+    /// Without sensitivity: a uniform base in layer order; returns the note saying so.
+    fn fall_back(&mut self, opts: &EncodeOptions, why: &Error) -> String {
+        *self = Plan { measured: false, budget: None, order: ChunkOrder::Layer };
+        format!(
+            "sensitivity could not be measured on synthetic inputs ({why}): uniform {}-bit base, stream in layer order; \
+             give calibration inputs to measure it on real data",
+            opts.base_bits
+        )
+    }
+}
+
+/// The budget in served bytes: as given, or the served size of a uniform
+/// base of that many bits (the candidates' own where they were quantized at
+/// that width, else round-to-nearest codes; fractional widths interpolate).
+fn budget_bytes(
+    b: BaseBudget,
+    weights: &[Weight],
+    grids: &[Grid],
+    codes: &[BaseCode],
+    candidates: &[Vec<BaseCandidate>],
+    opts: &EncodeOptions,
+) -> Result<u64> {
+    let bits = match b {
+        BaseBudget::Bytes(bytes) => return Ok(bytes),
+        BaseBudget::BitsPerWeight(bits) => bits,
+    };
+    let uniform = |w: u8| -> Result<u64> {
+        let per_tensor = crate::parallel::map(
+            weights.len(),
+            |t| {
+                Ok(match codes.iter().position(|&c| c == BaseCode::Clipped(w)) {
+                    Some(i) => budget::served_bytes(&candidates[t][i].codes),
+                    None => budget::served_bytes(&quant::quantize_base(&weights[t].values, &grids[t], w, opts.clipping.norm(w))),
+                })
+            },
+            &mut |_, _| {},
+        )?;
+        Ok(per_tensor.iter().sum())
+    };
+    let (lo, hi) = (bits.floor() as u8, bits.ceil() as u8);
+    let at_lo = uniform(lo)?;
+    if lo == hi {
+        return Ok(at_lo);
+    }
+    let at_hi = uniform(hi)?;
+    Ok(at_lo + ((at_hi - at_lo.min(at_hi)) as f64 * (bits - lo as f32) as f64) as u64)
+}
+
+/// How [`allocate_widths`] chooses among the allocations with different
+/// smallest widths.
+#[derive(Clone, Copy)]
+enum Pick<'f> {
+    /// The first floor whose allocation fits the budget.
+    FirstFit(&'f [u8]),
+    /// Of every floor's allocation, the one with the lowest measured distortion.
+    LowestMeasured(&'f [u8]),
+}
+
+/// Mixed precision: per tensor a candidate (`Some(index into codes)`) or
+/// exact (`None`): the greedy allocation under `bytes` for each smallest
+/// width in the floors, picked as `pick` says. (The per-tensor estimates
+/// add up well at small errors; 1-bit tensors can interact beyond them, so
+/// with real data the joint result is measured.)
+#[allow(clippy::too_many_arguments)]
 fn allocate_widths(
     candidates: &[Vec<BaseCandidate>],
-    widths: &[u8],
+    codes: &[BaseCode],
+    weights: &[Weight],
+    grids: &[Grid],
     alpha: &[f64],
+    exact_unmeasured: &[bool],
     bytes: u64,
-    margin: u64,
+    pick: Pick<'_>,
     distortion: &calibrate::Distortion,
-) -> Result<Vec<usize>> {
+) -> Result<Vec<Option<usize>>> {
+    let (floors, measure) = match pick {
+        Pick::FirstFit(f) => (f, false),
+        Pick::LowestMeasured(f) => (f, true),
+    };
     let mut best: Option<(f64, Vec<usize>)> = None;
-    for min_bits in [1u8, 2] {
-        let options: Vec<Vec<budget::Candidate>> = candidates
-            .iter()
-            .zip(alpha)
-            .map(|(c, a)| {
-                c.iter()
-                    .zip(widths)
-                    .map(|(c, &b)| budget::Candidate {
-                        bytes: base_bytes(&c.codes),
-                        distortion: if b < min_bits { f64::INFINITY } else { a * c.proxy },
+    let mut last_error = None;
+    for &min in floors {
+        let options: Vec<Vec<budget::Candidate>> = (0..candidates.len())
+            .map(|t| {
+                let forced = exact_unmeasured[t];
+                let mut o: Vec<budget::Candidate> = candidates[t]
+                    .iter()
+                    .zip(codes)
+                    .map(|(c, &code)| budget::Candidate {
+                        bytes: budget::served_bytes(&c.codes),
+                        distortion: if floor_bits(code) < min || forced { f64::INFINITY } else { alpha[t] * c.proxy },
                     })
-                    .collect()
+                    .collect();
+                o.push(budget::Candidate { bytes: budget::exact_bytes(weights[t].values.len()), distortion: 0.0 });
+                o
             })
             .collect();
-        // `margin` is kept back unless only the full budget fits (uniform widths)
-        let chosen = match budget::allocate(&options, bytes.saturating_sub(margin)).or_else(|_| budget::allocate(&options, bytes)) {
+        let chosen = match budget::allocate(&options, bytes) {
             Ok(c) => c,
-            Err(e) if min_bits == 1 => return Err(e),
-            Err(_) => continue,
+            Err(e) => {
+                last_error = Some(e);
+                continue;
+            }
         };
+        if !measure {
+            best = Some((0.0, chosen));
+            break;
+        }
         if best.as_ref().is_some_and(|(_, b)| *b == chosen) {
             continue;
         }
-        let replaced: Vec<(usize, &[f32])> = chosen.iter().enumerate().map(|(t, &i)| (t, candidates[t][i].decoded.as_slice())).collect();
+        let decoded: Vec<(usize, Vec<f32>)> =
+            chosen.iter().enumerate().filter_map(|(t, &i)| candidates[t].get(i).map(|c| (t, c.decoded(&grids[t])))).collect();
+        let replaced: Vec<(usize, &[f32])> = decoded.iter().map(|(t, v)| (*t, v.as_slice())).collect();
         let measured = distortion.of(&replaced)?;
         if best.as_ref().is_none_or(|(d, _)| measured < *d) {
             best = Some((measured, chosen));
         }
     }
-    Ok(best.expect("at least one allocation").1)
+    let chosen = match (best, last_error) {
+        (Some((_, c)), _) => c,
+        (None, Some(e)) => return Err(e),
+        (None, None) => return Err(Error::Invalid("no base width allocation was tried".into())),
+    };
+    Ok(chosen.iter().zip(candidates).map(|(&i, c)| (i < c.len()).then_some(i)).collect())
 }
 
 /// Writes the base, the stream (chunks in `order`) and the manifest.
@@ -473,10 +667,12 @@ fn assemble(
     let meta = [("p2u.format", "1".to_string()), ("p2u.weights_sha256", hex(&whash))];
     let base = onnx::encode_model(&onnx::build_base(model, &base_weights, &meta)?);
     let mut stages = opts.stages();
-    // a mixed base's nominal width: the element-weighted mean, rounded
-    let elements: f64 = encoded.iter().map(|e| e.base.codes.len() as f64).sum();
-    let mean_bits = encoded.iter().map(|e| e.base.bits as f64 * e.base.codes.len() as f64).sum::<f64>() / elements.max(1.0);
-    stages[0].bits = (mean_bits.round() as u8).clamp(1, 8);
+    // a uniform base's width; a mixed base's nominal width: its served bits per weight, rounded
+    if opts.base_budget.is_some() {
+        let elements: f64 = encoded.iter().map(|e| e.base.codes.len() as f64).sum();
+        let served: f64 = encoded.iter().map(|e| 8.0 * budget::served_bytes(&e.base) as f64).sum();
+        stages[0].bits = ((served / elements.max(1.0)).round() as u8).clamp(1, 8);
+    }
     let header = StreamHeader {
         weights_hash: whash,
         base_hash: sha256(&base),
@@ -495,7 +691,7 @@ fn assemble(
     let mut complete_at = vec![base.len() as u64 + stream.len() as u64; stages.len()];
     stage_bytes[0] = base.len() as u64;
     complete_at[0] = base.len() as u64;
-    let mut tensor_bytes: Vec<Vec<u64>> = encoded.iter().map(|e| vec![base_bytes(&e.base); stages.len()]).collect();
+    let mut tensor_bytes: Vec<Vec<u64>> = encoded.iter().map(|e| vec![budget::stored_bytes(&e.base); stages.len()]).collect();
     for &(t, k) in order {
         let chunk = &encoded[t].chunks[k];
         let bytes = chunk.to_bytes();
@@ -540,6 +736,7 @@ fn assemble(
         stream: FileInfo { file: format!("{name}.p2u"), bytes: stream.len() as u64, sha256: hex(&sha256(&stream)) },
         weights_sha256: hex(&whash),
         stages: stage_infos,
+        exact_in_base: vec![],
         tensors: weights
             .iter()
             .zip(encoded)
@@ -549,12 +746,13 @@ fn assemble(
                 dims: w.dims.clone(),
                 groups: e.grid.groups(),
                 base_bits: e.base.bits,
+                base_served_bytes: budget::served_bytes(&e.base),
                 error: e.errors.clone(),
                 bytes,
             })
             .collect(),
     };
-    Ok(Encoded { base, stream, manifest })
+    Ok(Encoded { base, stream, manifest, notes: vec![] })
 }
 
 /// Describes a file for the manifest.

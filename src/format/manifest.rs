@@ -26,6 +26,9 @@ pub struct Manifest {
     pub stages: Vec<StageInfo>,
     /// Per quantized tensor: shape, grid, per-stage error.
     pub tensors: Vec<TensorInfo>,
+    /// Weights the mixed-precision allocation keeps exact (f32) in the base.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exact_in_base: Vec<String>,
 }
 
 /// A file and its identity.
@@ -65,8 +68,12 @@ pub struct TensorInfo {
     pub dims: Vec<usize>,
     /// Groups (scales) per stage.
     pub groups: usize,
-    /// Base code width.
+    /// Base code width (of the container: a step-quantized base is 8).
     pub base_bits: u8,
+    /// The base's codes, scales and zero points as served (codes at their
+    /// entropy).
+    #[serde(default)]
+    pub base_served_bytes: u64,
     /// Error after each stage (index = stage).
     pub error: Vec<ErrorStats>,
     /// Stream bytes per stage (index = stage; stage 0 counts codes+scales in the base).

@@ -103,6 +103,14 @@ impl Grid {
         (r / self.block_rows) * self.group_dims().1 + c / self.block_cols
     }
 
+    /// Flat indices of group `g`'s elements, row by row.
+    pub fn members(&self, g: usize) -> impl Iterator<Item = usize> + '_ {
+        let gc = self.group_dims().1;
+        let (r0, c0) = ((g / gc) * self.block_rows, (g % gc) * self.block_cols);
+        let (r1, c1) = ((r0 + self.block_rows).min(self.rows), (c0 + self.block_cols).min(self.cols));
+        (r0..r1).flat_map(move |r| (c0..c1).map(move |c| r * self.cols + c))
+    }
+
     /// The tensor as contiguous runs: per row, one run per column block,
     /// or the whole row when every column is its own group.
     pub fn runs(&self) -> impl Iterator<Item = Run> + '_ {

@@ -126,9 +126,69 @@ pub fn fixture_model() -> ModelProto {
     }
 }
 
-/// Encoder options for the fixture (small tensors are quantized too).
+/// Encoder options for the fixture (small tensors are quantized too): the
+/// default encode (mixed precision measured on synthetic inputs, rate order).
 pub fn fixture_options() -> EncodeOptions {
     EncodeOptions { min_elements: 16, ..EncodeOptions::default() }
+}
+
+/// A uniform `bits`-bit base and a stage-by-stage stream for the fixture.
+pub fn fixture_uniform(bits: u8) -> EncodeOptions {
+    EncodeOptions { min_elements: 16, ..EncodeOptions::uniform(bits) }
+}
+
+/// Item length of [`text_fixture`]'s inputs.
+pub const TEXT_LEN: usize = 8;
+
+/// A two-input text-like model: int64 token ids `[N, 8]` looked up in an
+/// embedding table (`Gather`), multiplied by an int64 `mask` `[N, 8]` (cast
+/// to float), a MatMul with a bias, mean over the sequence, a classifier.
+pub fn text_fixture() -> ModelProto {
+    let mut r = Rng(7);
+    let mut t = |name: &str, dims: &[usize], sigma: f32| {
+        let n: usize = dims.iter().product();
+        f32_tensor(name, dims, &(0..n).map(|_| r.gauss(sigma)).collect::<Vec<_>>())
+    };
+    let initializer = vec![
+        t("E", &[50, 16], 0.5),
+        t("W", &[16, 32], 0.25),
+        t("b", &[32], 0.1),
+        t("C", &[32, 4], 0.3),
+        p2u::onnx::int64_tensor("axes1", &[1], &[2]),
+    ];
+    let int_input = |name: &str| {
+        let mut v = value_info(name, &[1, TEXT_LEN as i64]);
+        if let Some(tract_onnx::pb::type_proto::Value::TensorType(t)) = v.r#type.as_mut().and_then(|t| t.value.as_mut()) {
+            t.elem_type = DataType::Int64 as i32;
+        }
+        v
+    };
+    let cast = AttributeProto { name: "to".into(), r#type: AttributeType::Int as i32, i: DataType::Float as i64, ..Default::default() };
+    let nodes = vec![
+        node("Gather", &["E", "ids"], "emb", vec![]),
+        node("Cast", &["mask"], "maskf", vec![cast]),
+        node("Unsqueeze", &["maskf", "axes1"], "mask3", vec![]),
+        node("Mul", &["emb", "mask3"], "masked", vec![]),
+        node("MatMul", &["masked", "W"], "h", vec![]),
+        node("Add", &["h", "b"], "hb", vec![]),
+        node("Relu", &["hb"], "hr", vec![]),
+        node("ReduceMean", &["hr"], "pooled", vec![ints("axes", &[1]), int("keepdims", 0)]),
+        node("MatMul", &["pooled", "C"], "y", vec![]),
+    ];
+    ModelProto {
+        ir_version: 8,
+        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: 17 }],
+        producer_name: "p2u-tests".into(),
+        graph: Some(GraphProto {
+            node: nodes,
+            name: "text".into(),
+            initializer,
+            input: vec![int_input("ids"), int_input("mask")],
+            output: vec![value_info("y", &[1, 4])],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
 }
 
 /// Encodes a model held in memory.
@@ -217,6 +277,11 @@ pub fn smooth_items(count: usize, seed: u64) -> Vec<f32> {
 
 /// A NumPy `.npy` file (version 1) of little-endian f32 values.
 pub fn npy(descr: &str, shape: &str, values: &[f32]) -> Vec<u8> {
+    npy_bytes(descr, shape, &values.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>())
+}
+
+/// A NumPy `.npy` file (format 1.0) with a raw little-endian body.
+pub fn npy_bytes(descr: &str, shape: &str, body: &[u8]) -> Vec<u8> {
     let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
     while (10 + header.len() + 1) % 64 != 0 {
         header.push(' ');
@@ -225,6 +290,6 @@ pub fn npy(descr: &str, shape: &str, values: &[f32]) -> Vec<u8> {
     let mut out = b"\x93NUMPY\x01\x00".to_vec();
     out.extend_from_slice(&(header.len() as u16).to_le_bytes());
     out.extend_from_slice(header.as_bytes());
-    out.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+    out.extend_from_slice(body);
     out
 }

@@ -69,13 +69,10 @@ impl EvalSet {
         &self.what
     }
 
-    /// `opts` with this set's calibration; the rate order unless an order was given.
-    pub fn calibrated(&self, opts: &EncodeOptions, order_given: bool) -> EncodeOptions {
+    /// `opts` with this set's calibration.
+    pub fn calibrated(&self, opts: &EncodeOptions) -> EncodeOptions {
         let mut o = opts.clone();
         o.calibration = self.calibration.clone().map(std::sync::Arc::new);
-        if !order_given {
-            o.order = p2u::encoder::ChunkOrder::default_for(o.calibration.is_some());
-        }
         o
     }
 }
@@ -229,17 +226,10 @@ fn options_for(eval: &EvalSet, batch: usize) -> RuntimeOptions {
     RuntimeOptions { input_shapes: vec![shape], ..Default::default() }
 }
 
-fn bench_model(
-    m: &BenchModel,
-    data_dir: &Path,
-    limit: usize,
-    calibration_items: usize,
-    opts: &EncodeOptions,
-    order_given: bool,
-) -> Result<()> {
+fn bench_model(m: &BenchModel, data_dir: &Path, limit: usize, calibration_items: usize, opts: &EncodeOptions) -> Result<()> {
     println!("\n=== {} ({}) ===", m.name, m.path.display());
     let eval = m.eval.map(|f| f(data_dir, limit, calibration_items)).transpose()?;
-    let opts = &eval.as_ref().map_or_else(|| opts.clone(), |e| e.calibrated(opts, order_given));
+    let opts = &eval.as_ref().map_or_else(|| opts.clone(), |e| e.calibrated(opts));
     let original_bytes = read(&m.path)?;
     let model = onnx::load_model(&m.path)?;
     let info = p2u::encoder::file_info(m.name, &original_bytes);
@@ -253,7 +243,7 @@ fn bench_model(
         opts.base_budget.map_or(format!("{} bit", opts.base_bits), |b| format!("mixed under {b:?}")),
         opts.clipping,
         opts.refine_bits,
-        opts.calibration.as_ref().map_or("data-free".to_string(), |c| format!("GPTQ on {} calibration items", c.len())),
+        opts.calibration.as_ref().map_or("synthetic sensitivity".to_string(), |c| format!("GPTQ on {} calibration items", c.len())),
         opts.order
     );
     match zstd {
@@ -318,7 +308,7 @@ fn bench_model(
                 &model,
                 m.name,
                 &info,
-                &EncodeOptions { clipping: p2u::Clipping::MinMax, ..EncodeOptions::default() },
+                &EncodeOptions { clipping: p2u::Clipping::MinMax, ..EncodeOptions::uniform(4) },
                 bits,
                 &rt,
             )?;
@@ -455,8 +445,7 @@ pub fn run(args: &[String]) -> Result<()> {
         return Err(Error::Invalid("bench calibrates on held-out test images: use --calibration-items N".into()));
     }
     let calibration_items: usize = a.num("calibration-items", 512)?;
-    let order_given = a.get("order").is_some();
-    let opts = crate::encode_options(&a)?;
+    let opts = crate::encode_options(&a, None)?;
     let models_dir = PathBuf::from(a.get("models").unwrap_or("../shared/models"));
     let cache = a
         .get("cache")
@@ -495,16 +484,7 @@ pub fn run(args: &[String]) -> Result<()> {
             let bytes = read(&m.path)?;
             let info = p2u::encoder::file_info(m.name, &bytes);
             let rt = options_for(&eval, eval.batches[0].shape()[0]);
-            crate::curve::curve(
-                m.name,
-                &onnx::load_model(&m.path)?,
-                info,
-                &eval.calibrated(&opts, order_given),
-                &eval,
-                &rt,
-                points,
-                Path::new(dir),
-            )?;
+            crate::curve::curve(m.name, &onnx::load_model(&m.path)?, info, &eval.calibrated(&opts), &eval, &rt, points, Path::new(dir))?;
         }
         return Ok(());
     }
@@ -516,7 +496,7 @@ pub fn run(args: &[String]) -> Result<()> {
             println!("\n=== {}: {} not found, skipped ===", m.name, m.path.display());
             continue;
         }
-        bench_model(m, &models_dir, limit, calibration_items, &opts, order_given)?;
+        bench_model(m, &models_dir, limit, calibration_items, &opts)?;
     }
     Ok(())
 }

@@ -2,8 +2,8 @@
 //! the p2u stream (measured at about `--points` byte positions and at every
 //! stage end), for p2u bases alone at 2, 3 and 4 bits, and for direct
 //! min/max quantization of the same model at 2..=8 bits. Base bytes are
-//! counted with the codes bit-packed at their width, for p2u and direct
-//! alike (the ONNX file stores 1-bit codes as UINT2 and 3-bit as UINT4). Prints the table,
+//! counted as served ([`p2u::encoder::budget::served_bytes`]: codes at
+//! their entropy-coded size), for p2u and direct alike. Prints the table,
 //! whether p2u is at or above direct quantization at each direct point's
 //! budget, and writes `DIR/NAME.curve.csv` and `DIR/NAME.curve.svg`.
 
@@ -39,8 +39,8 @@ pub fn curve(
     let enc = p2u::encode(model, name, info.clone(), opts, &mut |_| {})?;
     let (header, chunks) = read_all(&enc.stream)?;
     let frames: u64 = chunks.iter().map(|c| c.frame_len() as u64).sum();
-    let mut received = packed_size(&enc) + enc.stream.len() as u64 - frames;
-    let total = packed_size(&enc) + enc.stream.len() as u64;
+    let mut received = served_size(&enc) + enc.stream.len() as u64 - frames;
+    let total = served_size(&enc) + enc.stream.len() as u64;
     let step = total / points.max(1) as u64;
 
     let mut live = ProgressiveModel::from_base(&enc.base, rt.clone())?;
@@ -62,13 +62,13 @@ pub fn curve(
     let mut bases = vec![];
     for bits in [2u8, 3, 4] {
         let (q, mut m) = base_only(model, name, &info, opts, bits, rt)?;
-        bases.push(Point { bytes: packed_size(&q), accuracy: score(&mut m)?, label: format!("{bits} bit") });
+        bases.push(Point { bytes: served_size(&q), accuracy: score(&mut m)?, label: format!("{bits} bit") });
     }
     let mut direct = vec![];
     for bits in 2u8..=8 {
-        let min_max = EncodeOptions { clipping: p2u::Clipping::MinMax, ..EncodeOptions::default() };
+        let min_max = EncodeOptions { clipping: p2u::Clipping::MinMax, ..EncodeOptions::uniform(bits) };
         let (q, mut m) = base_only(model, name, &info, &min_max, bits, rt)?;
-        direct.push(Point { bytes: packed_size(&q), accuracy: score(&mut m)?, label: format!("{bits} bit") });
+        direct.push(Point { bytes: served_size(&q), accuracy: score(&mut m)?, label: format!("{bits} bit") });
     }
 
     println!("accuracy vs bytes received ({}: {} images), fp32 file {} B:", eval.what(), eval.len(), info.bytes);
@@ -97,16 +97,11 @@ pub fn curve(
     Ok(())
 }
 
-/// The base file's size with each tensor's codes bit-packed at its own
-/// width (the file stores 1-bit codes as UINT2, 3-bit as UINT4 and 5–7-bit
-/// as UINT8: the ONNX types in between do not exist).
-fn packed_size(enc: &p2u::Encoded) -> u64 {
-    let (stored, packed) = enc.manifest.tensors.iter().fold((0u64, 0u64), |(s, p), t| {
-        let n = t.dims.iter().product::<usize>() as u64;
-        let stored_bits = p2u::onnx::storage(t.base_bits).1 as u64;
-        (s + (n * stored_bits).div_ceil(8), p + (n * t.base_bits as u64).div_ceil(8))
-    });
-    enc.base.len() as u64 - stored + packed
+/// The base file's size as served: each tensor's codes, scales and zero
+/// points at their served size, the rest of the file as stored.
+fn served_size(enc: &p2u::Encoded) -> u64 {
+    let (stored, served) = enc.manifest.tensors.iter().fold((0u64, 0u64), |(s, v), t| (s + t.bytes[0], v + t.base_served_bytes));
+    enc.base.len() as u64 - stored + served
 }
 
 /// A line for p2u, squares for p2u bases alone, dots for direct

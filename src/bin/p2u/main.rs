@@ -7,7 +7,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use p2u::calibrate::Calibration;
+use p2u::calibrate::{self, images, Calibration};
 use p2u::encoder::{BaseBudget, ChunkOrder};
 use p2u::format::manifest::Manifest;
 use p2u::format::stream::read_all;
@@ -17,26 +17,38 @@ const USAGE: &str = "\
 p2u — Progressive Precision Update for ONNX models
 
 USAGE:
-  p2u encode MODEL.onnx -o DIR [--base-bits 2|3|4|8] [--stages 4,8] [--block N]
-                               [--min-elements N] [--clip-norm P | --no-clip-search]
-                               [--calibration X.npy|DIR] [--order rate|layer]
-                               [--base-budget BYTES|BITSb]
+  p2u encode MODEL.onnx -o DIR [--base-budget BYTES|BITSb | --base-bits 2..8]
+                               [--stages 4,8] [--order rate|layer] [--input-range LO,HI] [--synthetic-items N]
+                               [--calibration X.npy|NAME=X.npy|DIR]... [--preprocess JSON|FILE]
+                               [--block N] [--min-elements N] [--clip-norm P | --no-clip-search]
   p2u inspect DIR
-  p2u export DIR --stage K -o OUT.onnx
+  p2u export DIR (--stage K | --bytes N) -o OUT.onnx
   p2u verify MODEL.onnx DIR
   p2u run DIR --input X.f32 --dims 1,3,224,224 [--stage K] -o OUT.f32
   p2u bench [--models DIR] [--cache DIR] [--only NAME|kernel] [--eval-limit N]
             [--calibration-items N] [encode options] [--curve OUT_DIR [--points N]]
 
 encode   writes DIR/NAME.base.onnx, DIR/NAME.p2u and DIR/NAME.json.
-         --calibration: sample inputs, preprocessed, as float32 .npy [N, …input]
-         (or a directory of them): the base is rounded with GPTQ, and the
-         stream is ordered by accuracy gain per byte (--order rate, default
-         with calibration). --base-budget: per-tensor base bits (2/3/4/8)
-         chosen by sensitivity to fit BYTES, or the size of a uniform
-         BITS-bit base (e.g. 3b); needs --calibration.
+         By default each tensor's effect on the outputs is measured on
+         synthetic inputs derived from the model (images in [0, 1], or
+         [0, 255] when the graph rescales; --input-range to declare it;
+         --synthetic-items, default 16, how many); it
+         picks per-tensor base widths (3..8 bits or exact) under the served
+         (entropy-coded) size of a uniform 4-bit base (--base-budget: BYTES,
+         or BITSb for the size of a uniform BITS-bit base) and orders the
+         stream by gain per byte (--order rate). --base-bits N: a uniform
+         N-bit base instead; with --order layer nothing is measured.
+         --calibration: the user's samples instead of synthetic inputs (the
+         base is then rounded with GPTQ, and 1..8-bit widths are allowed):
+         a .npy [N, …input] (float32, int64, int32, uint8, bool), NAME=X.npy
+         per input of a multi-input model, a directory of .npy files
+         (named after the inputs, or concatenated), or a directory of
+         JPEG/PNG images preprocessed as --preprocess declares (JSON:
+         resize, resize_shorter, crop, channels, layout, scale, mean, std,
+         input; what is missing comes from the model's input).
 inspect  prints the stages, bytes per stage and per-tensor bits and error
-export   writes the model at stage K (0 = base) as a plain fp32 ONNX file
+export   writes the model at stage K (0 = base), or after the first N bytes
+         of the stream, as a plain fp32 ONNX file
 verify   applies every stage and checks the weights are bit-identical to MODEL
          (exit code 0 only then)
 run      runs the model at stage K (default: exact) in the native runtime on
@@ -101,6 +113,10 @@ impl Args {
     pub fn get(&self, name: &str) -> Option<&str> {
         self.flags.iter().rev().find(|(n, _)| n == name).and_then(|(_, v)| v.as_deref())
     }
+    /// Every value of a repeatable `--name`, in order.
+    pub fn all(&self, name: &str) -> Vec<&str> {
+        self.flags.iter().filter(|(n, _)| n == name).filter_map(|(_, v)| v.as_deref()).collect()
+    }
     /// True if the switch was given.
     pub fn has(&self, name: &str) -> bool {
         self.flags.iter().any(|(n, _)| n == name)
@@ -134,13 +150,29 @@ fn write(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// The encoder flags shared by `encode` and `bench`.
-pub const ENCODE_FLAGS: &[&str] =
-    &["base-bits", "stages", "block", "min-elements", "clip-norm", "no-clip-search", "calibration", "order", "base-budget"];
+pub const ENCODE_FLAGS: &[&str] = &[
+    "base-bits",
+    "stages",
+    "block",
+    "min-elements",
+    "clip-norm",
+    "no-clip-search",
+    "calibration",
+    "preprocess",
+    "input-range",
+    "synthetic-items",
+    "order",
+    "base-budget",
+];
 
-/// Parses the encoder flags shared by `encode` and `bench`.
-pub fn encode_options(a: &Args) -> Result<EncodeOptions> {
+/// Parses the encoder flags shared by `encode` and `bench`; calibration
+/// inputs are read against `model`'s inputs (and refused without one).
+pub fn encode_options(a: &Args, model: Option<&tract_onnx::pb::ModelProto>) -> Result<EncodeOptions> {
     let mut o = EncodeOptions::default();
-    o.base_bits = a.num("base-bits", o.base_bits)?;
+    if a.get("base-bits").is_some() {
+        o.base_bits = a.num("base-bits", o.base_bits)?;
+        o.base_budget = None;
+    }
     if let Some(s) = a.get("stages") {
         o.refine_bits = s
             .split(',')
@@ -155,45 +187,135 @@ pub fn encode_options(a: &Args) -> Result<EncodeOptions> {
         (false, Some(_)) => p2u::Clipping::Norm(a.num("clip-norm", 2)?),
         (false, None) => p2u::Clipping::Auto,
     };
-    if let Some(path) = a.get("calibration") {
-        o.calibration = Some(std::sync::Arc::new(read_calibration(Path::new(path))?));
+    let calibration = a.all("calibration");
+    if let (false, Some(model)) = (calibration.is_empty(), model) {
+        let c = read_calibration(&calibration, a.get("preprocess"), model)?;
+        eprintln!("calibration: {c:?}");
+        o.calibration = Some(std::sync::Arc::new(c));
+    } else if a.get("preprocess").is_some() {
+        return Err(Error::Invalid("--preprocess describes --calibration images: give --calibration DIR".into()));
     }
-    o.base_budget = a.get("base-budget").map(parse_budget).transpose()?;
+    if let Some(r) = a.get("input-range") {
+        let bad = || Error::Invalid(format!("--input-range: {r:?} (give LO,HI, e.g. 0,255)"));
+        let (lo, hi) = r.split_once(',').ok_or_else(bad)?;
+        let (lo, hi): (f32, f32) = (lo.trim().parse().map_err(|_| bad())?, hi.trim().parse().map_err(|_| bad())?);
+        if !(lo.is_finite() && hi.is_finite() && lo < hi) {
+            return Err(bad());
+        }
+        if let Some(s) = o.synthetic.as_mut() {
+            s.range = Some((lo, hi));
+        }
+    }
+    if let Some(s) = o.synthetic.as_mut() {
+        s.items = a.num("synthetic-items", s.items)?;
+        if s.items == 0 {
+            return Err(Error::Invalid("--synthetic-items must be at least 1".into()));
+        }
+    }
+    if let Some(b) = a.get("base-budget") {
+        o.base_budget = Some(parse_budget(b)?);
+    }
     o.order = match a.get("order") {
-        Some("rate") => ChunkOrder::Rate,
+        Some("rate") | None => ChunkOrder::Rate,
         Some("layer") => ChunkOrder::Layer,
         Some(v) => return Err(Error::Invalid(format!("--order: {v:?} (use rate or layer)"))),
-        None => ChunkOrder::default_for(o.calibration.is_some()),
     };
     Ok(o)
 }
 
 /// `--base-budget`: a byte count, or bits per weight with a `b` suffix.
 pub fn parse_budget(v: &str) -> Result<BaseBudget> {
-    let bad = || Error::Invalid(format!("--base-budget: {v:?} (give bytes, e.g. 1200000, or bits per weight, e.g. 3b)"));
+    let bad = || Error::Invalid(format!("--base-budget: {v:?} (give served bytes, e.g. 1200000, or bits per weight, e.g. 3b)"));
     match v.strip_suffix('b') {
         Some(bits) => bits.parse().map(BaseBudget::BitsPerWeight).map_err(|_| bad()),
         None => v.parse().map(BaseBudget::Bytes).map_err(|_| bad()),
     }
 }
 
-/// Calibration inputs from a `.npy` file, or every `.npy` in a directory
-/// (sorted by name, concatenated).
-fn read_calibration(path: &Path) -> Result<Calibration> {
-    if !path.is_dir() {
-        return Calibration::from_npy(&read(path)?);
+/// Calibration inputs from the `--calibration` values: one `.npy` file,
+/// `NAME=FILE.npy` per input, a directory of `.npy` files (named after the
+/// model's inputs, or concatenated in name order), or a directory of images
+/// preprocessed as `preprocess` (JSON text or a file holding it) declares.
+fn read_calibration(specs: &[&str], preprocess: Option<&str>, model: &tract_onnx::pb::ModelProto) -> Result<Calibration> {
+    let named = |spec: &str| match spec.split_once('=') {
+        Some((name, path)) if !name.is_empty() && !Path::new(spec).exists() => (Some(name.to_string()), PathBuf::from(path)),
+        _ => (None, PathBuf::from(spec)),
+    };
+    let inputs: Vec<String> = calibrate::data::declared_inputs(model)?.into_iter().map(|d| d.name).collect();
+    if let [spec] = specs {
+        let (name, path) = named(spec);
+        if path.is_dir() && name.is_none() {
+            return read_calibration_dir(&path, preprocess, model, &inputs);
+        }
     }
-    let entries = std::fs::read_dir(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-    let mut files: Vec<PathBuf> =
+    if preprocess.is_some() {
+        return Err(Error::Invalid("--preprocess applies to a --calibration directory of images".into()));
+    }
+    let mut parts = vec![];
+    for spec in specs {
+        let (name, path) = named(spec);
+        if path.is_dir() {
+            return Err(Error::Invalid(format!("--calibration {spec}: give one directory, or files")));
+        }
+        let what = |e: Error| Error::Invalid(format!("{}: {e}", path.display()));
+        parts.push(calibrate::data::read_npy(&read(&path)?, name.as_deref()).map_err(what)?);
+    }
+    Calibration::from_inputs(parts, calibrate::Origin::Data)
+}
+
+fn read_calibration_dir(
+    dir: &Path,
+    preprocess: Option<&str>,
+    model: &tract_onnx::pb::ModelProto,
+    inputs: &[String],
+) -> Result<Calibration> {
+    let images = images::image_files(dir)?;
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::io(format!("reading {}", dir.display()), e))?;
+    let mut npys: Vec<PathBuf> =
         entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "npy")).collect();
-    files.sort();
-    let mut parts = files.iter().map(|f| Calibration::from_npy(&read(f)?).map_err(|e| Error::Invalid(format!("{}: {e}", f.display()))));
-    let first = parts.next().ok_or_else(|| Error::Invalid(format!("{} holds no .npy file", path.display())))??;
-    parts.try_fold(first, |acc, next| acc.concat(&next?))
+    npys.sort();
+    match (images.is_empty(), npys.is_empty()) {
+        (false, true) => {
+            let spec = match preprocess {
+                None => images::Preprocess::default(),
+                Some(p) if p.trim_start().starts_with('{') => images::Preprocess::from_json(p)?,
+                Some(p) => images::Preprocess::from_json(&String::from_utf8_lossy(&read(Path::new(p))?))?,
+            };
+            let resolved = images::resolve(&spec, model)?;
+            eprintln!("calibration images: {} from {}, {resolved}", images.len(), dir.display());
+            images::from_images(&images, &resolved)
+        }
+        (true, false) => {
+            if preprocess.is_some() {
+                return Err(Error::Invalid("--preprocess applies to images, but the calibration directory holds .npy files".into()));
+            }
+            let stem = |p: &PathBuf| p.file_stem().and_then(|s| s.to_str()).unwrap_or("").to_string();
+            let per_input = inputs.len() > 1 || npys.iter().all(|p| inputs.contains(&stem(p)));
+            let what = |p: &Path, e: Error| Error::Invalid(format!("{}: {e}", p.display()));
+            if per_input {
+                let parts = npys
+                    .iter()
+                    .map(|p| calibrate::data::read_npy(&read(p)?, Some(&stem(p))).map_err(|e| what(p, e)))
+                    .collect::<Result<_>>()?;
+                return Calibration::from_inputs(parts, calibrate::Origin::Data);
+            }
+            let mut parts = npys.iter().map(|p| Calibration::from_npy(&read(p)?, None).map_err(|e| what(p, e)));
+            let first = parts.next().expect("not empty")?;
+            parts.try_fold(first, |acc, next| acc.concat(&next?))
+        }
+        (false, false) => Err(Error::Invalid(format!("{} holds both images and .npy files: use one kind", dir.display()))),
+        (true, true) => Err(Error::Invalid(format!("{} holds no image (.jpg, .png) and no .npy file", dir.display()))),
+    }
 }
 
 /// Encodes `model_path` into `out_dir`, with a progress bar on stderr.
-pub fn encode_file(model_path: &Path, out_dir: &Path, opts: &EncodeOptions, quiet: bool) -> Result<Manifest> {
+pub fn encode_file(
+    model_path: &Path,
+    model: &tract_onnx::pb::ModelProto,
+    out_dir: &Path,
+    opts: &EncodeOptions,
+    quiet: bool,
+) -> Result<Manifest> {
     let name = model_path
         .file_stem()
         .and_then(|s| s.to_str())
@@ -201,21 +323,37 @@ pub fn encode_file(model_path: &Path, out_dir: &Path, opts: &EncodeOptions, quie
         .to_string();
     opts.validate()?;
     let original = read(model_path)?;
-    let model = onnx::load_model(model_path)?;
     let info = p2u::encoder::file_info(&model_path.file_name().unwrap_or_default().to_string_lossy(), &original);
+    // a bar redrawn in place on a terminal; one line per finished phase otherwise
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let mut started = (None, std::time::Instant::now());
     let mut progress = |p: p2u::encoder::Progress<'_>| {
-        if !quiet {
+        if quiet {
+            return;
+        }
+        if started.0 != Some(p.phase) {
+            started = (Some(p.phase), std::time::Instant::now());
+        }
+        let what = p.phase.name();
+        if terminal {
             let width = 30;
             let fill = p.done * width / p.total.max(1);
-            let what = p.phase.name();
             eprint!("\r{what:<22} [{}{}] {}/{}", "#".repeat(fill), " ".repeat(width - fill), p.done, p.total);
-            if p.done == p.total {
-                eprintln!();
-            }
-            let _ = std::io::stderr().flush();
         }
+        if p.done == p.total {
+            let secs = started.1.elapsed().as_secs_f64();
+            if terminal {
+                eprintln!(" {secs:.1} s");
+            } else {
+                eprintln!("{what}: {} done in {secs:.1} s", p.total);
+            }
+        }
+        let _ = std::io::stderr().flush();
     };
-    let enc = p2u::encode(&model, &name, info, opts, &mut progress)?;
+    let enc = p2u::encode(model, &name, info, opts, &mut progress)?;
+    for note in &enc.notes {
+        eprintln!("note: {note}");
+    }
     std::fs::create_dir_all(out_dir).map_err(|e| Error::io(format!("creating {}", out_dir.display()), e))?;
     write(&out_dir.join(&enc.manifest.base.file), &enc.base)?;
     write(&out_dir.join(&enc.manifest.stream.file), &enc.stream)?;
@@ -230,7 +368,10 @@ fn encode(args: &[String]) -> Result<()> {
     let model = PathBuf::from(a.pos(0, "MODEL.onnx")?);
     let out = PathBuf::from(a.get("o").or(a.get("output")).ok_or_else(|| Error::Invalid("missing -o DIR".into()))?);
     let t = std::time::Instant::now();
-    let m = encode_file(&model, &out, &encode_options(&a)?, false)?;
+    // everything but the calibration data is checked before the model is read
+    encode_options(&a, None)?.validate()?;
+    let proto = onnx::load_model(&model)?;
+    let m = encode_file(&model, &proto, &out, &encode_options(&a, Some(&proto))?, false)?;
     eprintln!("encoded {} in {:.1} s", m.name, t.elapsed().as_secs_f64());
     print_stages(&m);
     Ok(())
@@ -299,21 +440,40 @@ pub fn open_at_stage(dir: &Path, stage: Option<u32>, options: RuntimeOptions) ->
 
 fn export(args: &[String]) -> Result<()> {
     let a = Args::parse(args, &[])?;
-    a.only(&["stage", "o", "output"])?;
+    a.only(&["stage", "bytes", "o", "output"])?;
     let dir = PathBuf::from(a.pos(0, "DIR")?);
-    let stage: u32 = a
-        .get("stage")
-        .ok_or_else(|| Error::Invalid("missing --stage K".into()))?
-        .parse()
-        .map_err(|_| Error::Invalid("--stage takes a number".into()))?;
     let out = PathBuf::from(a.get("o").or(a.get("output")).ok_or_else(|| Error::Invalid("missing -o OUT.onnx".into()))?);
-    let (model, m) = open_at_stage(&dir, Some(stage), RuntimeOptions::default())?;
-    if stage as usize >= m.stages.len() {
-        return Err(Error::Invalid(format!("stage {stage}: {} has stages 0..{}", m.name, m.stages.len() - 1)));
-    }
-    write(&out, &onnx::encode_model(&model.current_model()))?;
-    eprintln!("wrote {} (stage {stage}, {})", out.display(), m.stages[stage as usize].kind);
-    Ok(())
+    let model = match (a.get("stage"), a.get("bytes")) {
+        (Some(k), None) => {
+            let stage: u32 = k.parse().map_err(|_| Error::Invalid("--stage takes a number".into()))?;
+            let m = load_manifest(&dir)?;
+            if stage as usize >= m.stages.len() {
+                return Err(Error::Invalid(format!("stage {stage}: {} has stages 0..={}", m.name, m.stages.len() - 1)));
+            }
+            let (model, _) = open_at_stage(&dir, Some(stage), RuntimeOptions::default())?;
+            eprintln!("wrote {} (stage {stage}, {})", out.display(), m.stages[stage as usize].kind);
+            model
+        }
+        (None, Some(n)) => {
+            let n: usize = n.parse().map_err(|_| Error::Invalid("--bytes takes a number".into()))?;
+            let m = load_manifest(&dir)?;
+            let mut model = ProgressiveModel::from_base(&read(&dir.join(&m.base.file))?, RuntimeOptions::default())?;
+            let stream = read(&dir.join(&m.stream.file))?;
+            model.feed(&stream[..n.min(stream.len())])?;
+            let s = model.status();
+            eprintln!(
+                "wrote {} ({} stream bytes: {} of {} chunks, stage {})",
+                out.display(),
+                n.min(stream.len()),
+                s.chunks_applied,
+                s.chunks_total,
+                s.stage
+            );
+            model
+        }
+        _ => return Err(Error::Invalid("give --stage K or --bytes N".into())),
+    };
+    write(&out, &onnx::encode_model(&model.current_model()))
 }
 
 fn run(args: &[String]) -> Result<()> {
