@@ -531,14 +531,17 @@ async function loadWith(source, options, abort, t0) {
   let base = await readAll(baseRes, baseTotal, (loaded) => options.onProgress?.({ file: 'base', loaded, total: baseTotal }));
   if (!baseFromCache) store(cache, files.baseUrl, base, baseSha, base.length);
 
-  // The link would idle while the model builds: ask for the stream now (its
-  // body waits, bounded by the browser's own backpressure, until read).
+  // The stream waits for the runtime: on a first visit the wasm is still
+  // downloading, and a stream sharing its link would delay the preview to
+  // about the end of all downloads. Then the link would idle while the
+  // model builds: ask for the stream now (its body waits, bounded by the
+  // browser's own backpressure, until read).
+  await wasmReady;
   const streamHit = await cached(cache, files.streamUrl, streamSha);
   const streamCached = !!streamHit;
   const first = { cached: streamCached, response: streamHit ? Promise.resolve(streamHit) : fetchOk(files.streamUrl, { signal, cache: 'no-store' }) };
   first.response.catch(() => {});
 
-  await wasmReady;
   const { dims, ranks } = inputShapes(options.inputDims);
   let wasm;
   try {

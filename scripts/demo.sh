@@ -11,6 +11,7 @@ bash scripts/build-pkg.sh
 cargo build --release --locked --bin p2u
 assets="${P2U_DEMO_ASSETS:-$HOME/.cache/p2u/demo-web}"
 bash scripts/demo-assets.sh "$assets"
+python3 scripts/precompress.py pkg/wasm/p2u_wasm_bg.wasm
 port="${P2U_DEMO_PORT:-8080}"
 echo
 echo "p2u demo: open http://127.0.0.1:$port/ (Ctrl-C stops the server)"

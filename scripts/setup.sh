@@ -16,8 +16,8 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -qq && apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
-if ! python3 -c "import onnx, onnxruntime, numpy, pydicom" 2>/dev/null; then
-  python3 -m pip install --quiet --root-user-action=ignore "onnx==1.23.2" "onnxruntime==1.32.0" "numpy<3" "pydicom==3.0.2"
+if ! python3 -c "import onnx, onnxruntime, numpy, pydicom, PIL, brotli" 2>/dev/null; then
+  python3 -m pip install --quiet --root-user-action=ignore "onnx==1.23.2" "onnxruntime==1.32.0" "numpy<3" "pydicom==3.0.2" "pillow==13.0.0" "brotli==1.2.1"
 fi
 
 # wasm: the target, and the wasm-bindgen CLI at exactly the version Cargo.toml pins

@@ -8,8 +8,12 @@
 //   drop=N             the first request for this file closes the connection after N bytes
 //   corrupt=N          flips byte N of every .p2u response
 //   norange            ignores Range headers (always 200, whole file)
-// Range requests (`bytes=N-` / `bytes=N-M`) are honoured otherwise. Every
-// request is logged (method, path, range, status) for the tests to inspect.
+// Range requests (`bytes=N-` / `bytes=N-M`) are honoured otherwise. Like
+// nginx's `brotli_static`/`gzip_static`, a request without Range whose
+// Accept-Encoding allows it gets the pre-compressed sibling `FILE.br` or
+// `FILE.gz` when one exists (with `Content-Encoding` and the compressed
+// length: the rate limit then paces the bytes really sent). Every request
+// is logged (method, path, range, encoding, status) for the tests to inspect.
 
 import { createServer } from 'node:http';
 import { createReadStream, statSync, existsSync } from 'node:fs';
@@ -55,7 +59,7 @@ export function startServer({ mounts, port = 0, defaultFaults = {} }) {
     const headers = {
       'access-control-allow-origin': '*',
       'access-control-allow-headers': 'range',
-      'access-control-expose-headers': 'content-length, content-range, accept-ranges',
+      'access-control-expose-headers': 'content-length, content-range, accept-ranges, content-encoding',
       'cross-origin-resource-policy': 'cross-origin',
       'cache-control': 'no-store',
     };
@@ -71,6 +75,16 @@ export function startServer({ mounts, port = 0, defaultFaults = {} }) {
       entry.status = 404;
       res.writeHead(404, { ...headers, 'content-type': 'text/plain' }).end(`not found: ${path}`);
       return;
+    }
+    const accepts = (req.headers['accept-encoding'] ?? '').split(',').map((e) => e.trim().split(';')[0]);
+    const plain = !req.headers.range && !faults.drop && faults.corrupt === undefined && !faults.norange;
+    const encoding = plain ? [['br', '.br'], ['gzip', '.gz']].find(([e, ext]) => accepts.includes(e) && existsSync(file + ext)) : undefined;
+    const type = TYPES[extname(file)] ?? 'application/octet-stream';
+    if (encoding) {
+      file += encoding[1];
+      headers['content-encoding'] = encoding[0];
+      headers.vary = 'accept-encoding';
+      entry.encoding = encoding[0];
     }
     const size = statSync(file).size;
     let start = 0;
@@ -90,7 +104,7 @@ export function startServer({ mounts, port = 0, defaultFaults = {} }) {
       headers['content-range'] = `bytes ${start}-${end}/${size}`;
     }
     entry.status = status;
-    res.writeHead(status, { ...headers, 'content-type': TYPES[extname(file)] ?? 'application/octet-stream', 'content-length': end - start + 1 });
+    res.writeHead(status, { ...headers, 'content-type': type, 'content-length': end - start + 1 });
     if (req.method === 'HEAD') return res.end();
     const dropAt = faults.drop !== undefined && !dropped.has(url.pathname) ? faults.drop : Infinity;
     if (dropAt !== Infinity) dropped.add(url.pathname);

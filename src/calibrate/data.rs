@@ -2,10 +2,11 @@
 //! a model takes (f32 pixels or features, i64/i32 token ids, u8 pixels,
 //! bool masks), bound to the model's inputs by name.
 
-use tract_onnx::pb::{tensor_proto::DataType, type_proto, ModelProto, ValueInfoProto};
+use tract_onnx::pb::{tensor_proto::DataType, ModelProto};
 use tract_onnx::prelude::Tensor;
 
 use crate::error::{Error, Result};
+use crate::onnx::{declared_inputs, DeclaredInput};
 
 /// The values of one input over all items, back to back, row-major.
 #[derive(Clone, Debug, PartialEq)]
@@ -129,43 +130,6 @@ impl std::fmt::Debug for Calibration {
         let shapes: Vec<String> = self.inputs.iter().map(|i| format!("{}{:?}", i.name.as_deref().unwrap_or(""), i.item_dims)).collect();
         write!(f, "Calibration({} × {}, {:?})", self.count, shapes.join(" + "), self.origin)
     }
-}
-
-/// A graph input as the model declares it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct DeclaredInput {
-    /// Name.
-    pub name: String,
-    /// Element type (ONNX `DataType` value).
-    pub elem_type: i32,
-    /// Dimensions: `Some(n)` fixed, `None` symbolic or unknown.
-    pub dims: Vec<Option<usize>>,
-}
-
-/// The graph inputs that are not initializers, in order (what tract numbers
-/// as the model's inputs).
-pub fn declared_inputs(model: &ModelProto) -> Result<Vec<DeclaredInput>> {
-    let g = model.graph.as_ref().ok_or_else(|| Error::Onnx("model has no graph".into()))?;
-    Ok(g.input.iter().filter(|i| !g.initializer.iter().any(|t| t.name == i.name)).map(declared).collect())
-}
-
-fn declared(i: &ValueInfoProto) -> DeclaredInput {
-    let (elem_type, dims) = match i.r#type.as_ref().and_then(|t| t.value.as_ref()) {
-        Some(type_proto::Value::TensorType(t)) => {
-            let dims = t.shape.as_ref().map_or(vec![], |s| {
-                s.dim
-                    .iter()
-                    .map(|d| match d.value {
-                        Some(tract_onnx::pb::tensor_shape_proto::dimension::Value::DimValue(v)) if v > 0 => Some(v as usize),
-                        _ => None,
-                    })
-                    .collect()
-            });
-            (t.elem_type, dims)
-        }
-        _ => (0, vec![]),
-    };
-    DeclaredInput { name: i.name.clone(), elem_type, dims }
 }
 
 impl Calibration {

@@ -16,7 +16,8 @@ use std::path::{Path, PathBuf};
 use image::imageops::FilterType;
 use tract_onnx::pb::{tensor_proto::DataType, ModelProto};
 
-use super::data::{declared_inputs, Calibration, DeclaredInput, InputData, Origin, Values};
+use super::data::{Calibration, InputData, Origin, Values};
+use crate::onnx::{declared_inputs, DeclaredInput};
 use crate::error::{Error, Result};
 
 /// Channel order of the model's input.

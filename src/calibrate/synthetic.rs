@@ -27,7 +27,8 @@
 
 use tract_onnx::pb::{tensor_proto::DataType, ModelProto, NodeProto};
 
-use super::data::{declared_inputs, Calibration, DeclaredInput, InputData, Origin, Values};
+use super::data::{Calibration, InputData, Origin, Values};
+use crate::onnx::{declared_inputs, DeclaredInput};
 use crate::error::{Error, Result};
 use crate::onnx;
 

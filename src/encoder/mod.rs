@@ -105,8 +105,8 @@ pub enum BaseBudget {
 }
 
 /// Steps of the [`BaseCode::Step`] candidates, in units of each group's
-/// RMS: `2^(−j/2)`, entropies from about 2 to 5.5 bits per weight.
-pub const STEPS: [f32; 10] = [2.0, 1.414_213_6, 1.0, 0.707_106_8, 0.5, 0.353_553_4, 0.25, 0.176_776_7, 0.125, 0.088_388_35];
+/// RMS: `2^(−j/2)`, entropies from about 1.6 to 5 bits per weight.
+pub const STEPS: [f32; 8] = [1.414_213_6, 1.0, 0.707_106_8, 0.5, 0.353_553_4, 0.25, 0.176_776_7, 0.125];
 
 /// Base codes the mixed-precision allocation chooses from: clipped 1–4-bit
 /// and 8-bit codes, and the [`STEPS`] ladder. Every tensor may also stay
@@ -462,7 +462,7 @@ pub fn encode(
     };
     let chosen: Vec<Option<usize>> = match (budget, &distortion) {
         (Some(bytes), Some(distortion)) => {
-            let pick = if user_data { Pick::LowestMeasured(&[1, 2, 3]) } else { Pick::FirstFit(&SYNTHETIC_FLOORS) };
+            let pick = if user_data { Pick::LowestMeasured(&[1, 2]) } else { Pick::FirstFit(&SYNTHETIC_FLOORS) };
             allocate_widths(&candidates, &codes, &weights, &grids, &alpha, &exact_unmeasured, bytes, pick, distortion)?
         }
         _ => vec![Some(0); n],

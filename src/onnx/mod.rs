@@ -673,6 +673,43 @@ pub fn value_info(name: &str, dtype: DataType, dims: &[usize]) -> ValueInfoProto
     }
 }
 
+/// A graph input as the model declares it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeclaredInput {
+    /// Name.
+    pub name: String,
+    /// Element type (ONNX `DataType` value).
+    pub elem_type: i32,
+    /// Dimensions: `Some(n)` fixed, `None` symbolic or unknown.
+    pub dims: Vec<Option<usize>>,
+}
+
+/// The graph inputs that are not initializers, in order (what tract numbers
+/// as the model's inputs).
+pub fn declared_inputs(model: &ModelProto) -> Result<Vec<DeclaredInput>> {
+    let g = model.graph.as_ref().ok_or_else(|| Error::Onnx("model has no graph".into()))?;
+    Ok(g.input.iter().filter(|i| !g.initializer.iter().any(|t| t.name == i.name)).map(declared).collect())
+}
+
+fn declared(i: &ValueInfoProto) -> DeclaredInput {
+    let (elem_type, dims) = match i.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+        Some(type_proto::Value::TensorType(t)) => {
+            let dims = t.shape.as_ref().map_or(vec![], |s| {
+                s.dim
+                    .iter()
+                    .map(|d| match d.value {
+                        Some(tensor_shape_proto::dimension::Value::DimValue(v)) if v > 0 => Some(v as usize),
+                        _ => None,
+                    })
+                    .collect()
+            });
+            (t.elem_type, dims)
+        }
+        _ => (0, vec![]),
+    };
+    DeclaredInput { name: i.name.clone(), elem_type, dims }
+}
+
 /// Reads a `metadata_props` entry.
 pub fn metadata<'a>(model: &'a ModelProto, key: &str) -> Option<&'a str> {
     model.metadata_props.iter().find(|e| e.key == key).map(|e| e.value.as_str())

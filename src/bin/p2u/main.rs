@@ -192,7 +192,7 @@ pub fn encode_options(a: &Args, model: Option<&tract_onnx::pb::ModelProto>) -> R
         let c = read_calibration(&calibration, a.get("preprocess"), model)?;
         eprintln!("calibration: {c:?}");
         o.calibration = Some(std::sync::Arc::new(c));
-    } else if a.get("preprocess").is_some() {
+    } else if calibration.is_empty() && a.get("preprocess").is_some() {
         return Err(Error::Invalid("--preprocess describes --calibration images: give --calibration DIR".into()));
     }
     if let Some(r) = a.get("input-range") {
@@ -241,7 +241,7 @@ fn read_calibration(specs: &[&str], preprocess: Option<&str>, model: &tract_onnx
         Some((name, path)) if !name.is_empty() && !Path::new(spec).exists() => (Some(name.to_string()), PathBuf::from(path)),
         _ => (None, PathBuf::from(spec)),
     };
-    let inputs: Vec<String> = calibrate::data::declared_inputs(model)?.into_iter().map(|d| d.name).collect();
+    let inputs: Vec<String> = onnx::declared_inputs(model)?.into_iter().map(|d| d.name).collect();
     if let [spec] = specs {
         let (name, path) = named(spec);
         if path.is_dir() && name.is_none() {
