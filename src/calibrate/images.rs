@@ -17,8 +17,8 @@ use image::imageops::FilterType;
 use tract_onnx::pb::{tensor_proto::DataType, ModelProto};
 
 use super::data::{Calibration, InputData, Origin, Values};
-use crate::onnx::{declared_inputs, DeclaredInput};
 use crate::error::{Error, Result};
+use crate::onnx::{declared_inputs, DeclaredInput};
 
 /// Channel order of the model's input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]

@@ -28,9 +28,9 @@
 use tract_onnx::pb::{tensor_proto::DataType, ModelProto, NodeProto};
 
 use super::data::{Calibration, InputData, Origin, Values};
-use crate::onnx::{declared_inputs, DeclaredInput};
 use crate::error::{Error, Result};
 use crate::onnx;
+use crate::onnx::{declared_inputs, DeclaredInput};
 
 /// Length given to symbolic non-spatial dimensions (e.g. a sequence).
 pub const SEQUENCE: usize = 32;

@@ -132,7 +132,7 @@ describe('streaming in Chromium', () => {
 
   it('resumes on a server without Range support by skipping what it already has', async () => {
     const r = await inPage(async (p2u, { f32, bits, arg }) => {
-      const m = await p2u.load(`/s/norange,drop=250000${arg.url}`, { inputDims: arg.dims, cache: false, retryDelayMs: 50 });
+      const m = await p2u.load(`/s/norange,drop=400000${arg.url}`, { inputDims: arg.dims, cache: false, retryDelayMs: 50 });
       await m.finalized;
       return bits((await m.run(await f32('/fx/resnet_input.f32'), arg.dims)).output);
     }, { url: RESNET, dims: RESNET_DIMS });

@@ -7,6 +7,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+#[cfg(not(target_arch = "wasm32"))]
 use p2u::calibrate::{self, images, Calibration};
 use p2u::encoder::{BaseBudget, ChunkOrder};
 use p2u::format::manifest::Manifest;
@@ -232,10 +233,18 @@ pub fn parse_budget(v: &str) -> Result<BaseBudget> {
     }
 }
 
+/// Calibration files are read by the native build only (the wasm32 build of
+/// this binary exists because `cargo test` builds every target).
+#[cfg(target_arch = "wasm32")]
+fn read_calibration(_: &[&str], _: Option<&str>, _: &tract_onnx::pb::ModelProto) -> Result<p2u::calibrate::Calibration> {
+    Err(Error::Unsupported("reading calibration files needs the native p2u build".into()))
+}
+
 /// Calibration inputs from the `--calibration` values: one `.npy` file,
 /// `NAME=FILE.npy` per input, a directory of `.npy` files (named after the
 /// model's inputs, or concatenated in name order), or a directory of images
 /// preprocessed as `preprocess` (JSON text or a file holding it) declares.
+#[cfg(not(target_arch = "wasm32"))]
 fn read_calibration(specs: &[&str], preprocess: Option<&str>, model: &tract_onnx::pb::ModelProto) -> Result<Calibration> {
     let named = |spec: &str| match spec.split_once('=') {
         Some((name, path)) if !name.is_empty() && !Path::new(spec).exists() => (Some(name.to_string()), PathBuf::from(path)),
@@ -263,6 +272,7 @@ fn read_calibration(specs: &[&str], preprocess: Option<&str>, model: &tract_onnx
     Calibration::from_inputs(parts, calibrate::Origin::Data)
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 fn read_calibration_dir(
     dir: &Path,
     preprocess: Option<&str>,
