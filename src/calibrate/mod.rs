@@ -541,11 +541,17 @@ impl<'a> Distortion<'a> {
     }
 
     /// The distortion when only weight `i` is replaced by `values`: the
-    /// model from the weight's cut on, fed the kept activations.
+    /// model from the weight's cut on, fed the kept activations; the whole
+    /// model where there is no cut or tract cannot build the part after it
+    /// (e.g. a `Reshape` whose shape was computed before the cut).
     fn one(&self, i: usize, values: &[f32]) -> Result<f64> {
-        let (Some(cut), false) = (&self.cuts[i], self.activations.is_empty()) else {
-            return self.of(&[(i, values)]);
-        };
+        match (&self.cuts[i], self.activations.is_empty()) {
+            (Some(cut), false) => self.after_cut(i, cut, values).or_else(|_| self.of(&[(i, values)])),
+            _ => self.of(&[(i, values)]),
+        }
+    }
+
+    fn after_cut(&self, i: usize, cut: &onnx::Cut, values: &[f32]) -> Result<f64> {
         let graph_inputs: Vec<String> = onnx::declared_inputs(&self.model)?.into_iter().map(|d| d.name).collect();
         let feed = |b: usize, v: &str| -> Result<Tensor> {
             match graph_inputs.iter().position(|n| n == v) {

@@ -15,6 +15,7 @@
 pub mod budget;
 pub mod order;
 
+use std::f32::consts::{FRAC_1_SQRT_2, SQRT_2};
 use std::sync::Arc;
 
 use crate::calibrate::{self, Calibration, Origin, SyntheticSpec};
@@ -106,7 +107,7 @@ pub enum BaseBudget {
 
 /// Steps of the [`BaseCode::Step`] candidates, in units of each group's
 /// RMS: `2^(−j/2)`, entropies from about 1.6 to 5 bits per weight.
-pub const STEPS: [f32; 8] = [1.414_213_6, 1.0, 0.707_106_8, 0.5, 0.353_553_4, 0.25, 0.176_776_7, 0.125];
+pub const STEPS: [f32; 8] = [SQRT_2, 1.0, FRAC_1_SQRT_2, 0.5, FRAC_1_SQRT_2 / 2.0, 0.25, FRAC_1_SQRT_2 / 4.0, 0.125];
 
 /// Base codes the mixed-precision allocation chooses from: clipped 1–4-bit
 /// and 8-bit codes, and the [`STEPS`] ladder. Every tensor may also stay

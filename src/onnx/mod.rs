@@ -148,22 +148,20 @@ pub fn tensor_f32(t: &TensorProto) -> Result<Vec<f32>> {
 
 /// A FLOAT initializer.
 pub fn f32_tensor(name: &str, dims: &[usize], values: &[f32]) -> TensorProto {
-    TensorProto {
-        name: name.into(),
-        dims: dims.iter().map(|&d| d as i64).collect(),
-        data_type: DataType::Float as i32,
-        raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        ..Default::default()
-    }
+    raw_tensor(name, dims, DataType::Float, values.iter().flat_map(|v| v.to_le_bytes()).collect())
 }
 
 /// An INT64 initializer.
 pub fn int64_tensor(name: &str, dims: &[usize], values: &[i64]) -> TensorProto {
+    raw_tensor(name, dims, DataType::Int64, values.iter().flat_map(|v| v.to_le_bytes()).collect())
+}
+
+fn raw_tensor(name: &str, dims: &[usize], data_type: DataType, raw_data: Vec<u8>) -> TensorProto {
     TensorProto {
         name: name.into(),
         dims: dims.iter().map(|&d| d as i64).collect(),
-        data_type: DataType::Int64 as i32,
-        raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        data_type: data_type as i32,
+        raw_data,
         ..Default::default()
     }
 }
@@ -636,14 +634,14 @@ pub fn without_shape_annotations(model: &ModelProto) -> ModelProto {
 pub fn logits_outputs(model: &ModelProto) -> ModelProto {
     let mut m = model.clone();
     if let Some(g) = m.graph.as_mut() {
-        let producers: HashMap<String, (String, String)> = g
+        let logits: HashMap<String, String> = g
             .node
             .iter()
             .filter(|n| matches!(n.op_type.as_str(), "Softmax" | "LogSoftmax" | "Sigmoid"))
-            .filter_map(|n| Some((n.output.first()?.clone(), (n.op_type.clone(), n.input.first()?.clone()))))
+            .filter_map(|n| Some((n.output.first()?.clone(), n.input.first()?.clone())))
             .collect();
         for o in &mut g.output {
-            if let Some((_, input)) = producers.get(&o.name) {
+            if let Some(input) = logits.get(&o.name) {
                 *o = ValueInfoProto { name: input.clone(), ..Default::default() };
             }
         }

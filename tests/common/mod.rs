@@ -9,7 +9,7 @@ use p2u::onnx::f32_tensor;
 use p2u::{EncodeOptions, Encoded, ProgressiveModel, RuntimeOptions};
 use tract_onnx::pb::{
     attribute_proto::AttributeType, tensor_proto::DataType, AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto,
-    ValueInfoProto,
+    TensorProto, ValueInfoProto,
 };
 use tract_onnx::prelude::Tensor;
 
@@ -54,6 +54,23 @@ fn ints(name: &str, v: &[i64]) -> AttributeProto {
 
 fn int(name: &str, v: i64) -> AttributeProto {
     AttributeProto { name: name.into(), r#type: AttributeType::Int as i32, i: v, ..Default::default() }
+}
+
+/// An opset-17 model of one graph.
+fn model(
+    name: &str,
+    node: Vec<NodeProto>,
+    initializer: Vec<TensorProto>,
+    input: Vec<ValueInfoProto>,
+    output: Vec<ValueInfoProto>,
+) -> ModelProto {
+    ModelProto {
+        ir_version: 8,
+        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: 17 }],
+        producer_name: "p2u-tests".into(),
+        graph: Some(GraphProto { node, name: name.into(), initializer, input, output, ..Default::default() }),
+        ..Default::default()
+    }
 }
 
 /// Input shape of [`fixture_model`].
@@ -110,20 +127,7 @@ pub fn fixture_model() -> ModelProto {
         node("MatMul", &["mm1", "Q"], "mm2", vec![]),
         node("MatMul", &["mm2", "K"], "y", vec![]),
     ];
-    ModelProto {
-        ir_version: 8,
-        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: 17 }],
-        producer_name: "p2u-tests".into(),
-        graph: Some(GraphProto {
-            node: nodes,
-            name: "fixture".into(),
-            initializer,
-            input: vec![value_info("x", &[1, 8, 16, 16])],
-            output: vec![value_info("y", &[1, 10])],
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+    model("fixture", nodes, initializer, vec![value_info("x", &[1, 8, 16, 16])], vec![value_info("y", &[1, 10])])
 }
 
 /// Encoder options for the fixture (small tensors are quantized too): the
@@ -175,20 +179,7 @@ pub fn text_fixture() -> ModelProto {
         node("ReduceMean", &["hr"], "pooled", vec![ints("axes", &[1]), int("keepdims", 0)]),
         node("MatMul", &["pooled", "C"], "y", vec![]),
     ];
-    ModelProto {
-        ir_version: 8,
-        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: 17 }],
-        producer_name: "p2u-tests".into(),
-        graph: Some(GraphProto {
-            node: nodes,
-            name: "text".into(),
-            initializer,
-            input: vec![int_input("ids"), int_input("mask")],
-            output: vec![value_info("y", &[1, 4])],
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+    model("text", nodes, initializer, vec![int_input("ids"), int_input("mask")], vec![value_info("y", &[1, 4])])
 }
 
 /// Encodes a model held in memory.
