@@ -32,6 +32,10 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
+fn resnet() -> tract_onnx::pb::ModelProto {
+    p2u::onnx::load_model(&require(shared_models().join("resnet_fmnist.onnx"))).unwrap()
+}
+
 /// Writes images `range` as 28×28 grayscale PNGs.
 fn write_pngs(dir: &Path, images: &[u8], range: std::ops::Range<usize>) {
     for i in range {
@@ -45,7 +49,7 @@ fn pngs_calibrate_the_real_resnet_as_declared_and_the_stream_stays_exact() {
     let (images, labels) = fmnist();
     let dir = scratch("ok");
     write_pngs(&dir, &images, 9000..9064);
-    let model = p2u::onnx::load_model(&require(shared_models().join("resnet_fmnist.onnx"))).unwrap();
+    let model = resnet();
     let spec = Preprocess::from_json(&format!(r#"{{"mean": [{MEAN}], "std": [{STD}]}}"#)).unwrap();
     let resolved = images::resolve(&spec, &model).unwrap();
     assert_eq!((resolved.size, resolved.channels, resolved.layout), ([28, 28], images::Channels::Gray, images::Layout::Nchw));
@@ -89,7 +93,7 @@ fn resizing_and_cropping_follow_the_declaration() {
     let (images, _) = fmnist();
     let dir = scratch("resize");
     write_pngs(&dir, &images, 0..2);
-    let model = p2u::onnx::load_model(&require(shared_models().join("resnet_fmnist.onnx"))).unwrap();
+    let model = resnet();
     let spec = Preprocess::from_json(r#"{"resize_shorter": 32, "crop": [28, 28], "scale": 1.0}"#).unwrap();
     let r = images::resolve(&spec, &model).unwrap();
     let item = images::load_image(&images::image_files(&dir).unwrap()[0], &r).unwrap();
@@ -101,7 +105,7 @@ fn resizing_and_cropping_follow_the_declaration() {
 #[test]
 fn bad_images_and_declarations_are_clear_errors() {
     let (images, _) = fmnist();
-    let model = p2u::onnx::load_model(&require(shared_models().join("resnet_fmnist.onnx"))).unwrap();
+    let model = resnet();
     let err = |r: p2u::Result<()>| r.unwrap_err().to_string();
     assert!(err(Preprocess::from_json(r#"{"mean": [0.5], "sdt": [1]}"#).map(|_| ())).contains("unknown field `sdt`"));
     let resolve = |json: &str| err(images::resolve(&Preprocess::from_json(json).unwrap(), &model).map(|_| ()));

@@ -382,7 +382,10 @@ pub struct Distortion<'a> {
     /// Per batch, the activation of every frontier value (in `frontier` order).
     activations: Vec<Vec<Tensor>>,
     frontier: Vec<String>,
-    whole: std::sync::OnceLock<Result<PlanCache>>,
+    graph_inputs: Vec<String>,
+    /// The whole model with the weights as inputs, and the original weights
+    /// as values for it (built on first use).
+    whole: std::sync::OnceLock<Result<(PlanCache, Vec<TValue>)>>,
 }
 
 /// Most bytes of cut activations kept for [`Distortion::per_tensor`];
@@ -462,6 +465,7 @@ impl<'a> Distortion<'a> {
             cuts,
             activations,
             frontier,
+            graph_inputs,
             whole: std::sync::OnceLock::new(),
         })
     }
@@ -471,16 +475,25 @@ impl<'a> Distortion<'a> {
         self.batches.iter().map(|b| b[0].shape()[0]).sum()
     }
 
-    fn whole(&self) -> Result<&PlanCache> {
-        let plans = self.whole.get_or_init(|| {
+    fn whole(&self) -> Result<&(PlanCache, Vec<TValue>)> {
+        let built = self.whole.get_or_init(|| {
             let names: Vec<&str> = self.weights.iter().map(|w| w.name.as_str()).collect();
             let proto = onnx::weights_as_inputs(
                 &onnx::strip_weights(&self.model, &names),
                 self.weights.iter().map(|w| (w.name.as_str(), w.dims.as_slice())),
             )?;
-            Ok(PlanCache::new(proto, self.item_dims.clone()))
+            let originals = self
+                .weights
+                .iter()
+                .map(|w| {
+                    Tensor::from_shape(&w.dims, &w.values)
+                        .map(|t| TValue::from_const(Arc::new(t)))
+                        .map_err(|e| Error::Engine(e.to_string()))
+                })
+                .collect::<Result<_>>()?;
+            Ok((PlanCache::new(proto, self.item_dims.clone()), originals))
         });
-        plans.as_ref().map_err(|e| Error::Engine(e.to_string()))
+        built.as_ref().map_err(|e| Error::Engine(e.to_string()))
     }
 
     fn weight_tensor(&self, i: usize, values: &[f32]) -> Result<TValue> {
@@ -512,14 +525,7 @@ impl<'a> Distortion<'a> {
     /// (`(index, values)`; the others original): per float output, the
     /// mean squared change over its mean square, summed.
     pub fn of(&self, replaced: &[(usize, &[f32])]) -> Result<f64> {
-        let plans = self.whole()?;
-        let originals: Vec<TValue> = self
-            .weights
-            .iter()
-            .map(|w| {
-                Tensor::from_shape(&w.dims, &w.values).map(|t| TValue::from_const(Arc::new(t))).map_err(|e| Error::Engine(e.to_string()))
-            })
-            .collect::<Result<_>>()?;
+        let (plans, originals) = self.whole()?;
         let replaced: Vec<(usize, TValue)> = replaced.iter().map(|&(i, v)| Ok((i, self.weight_tensor(i, v)?))).collect::<Result<_>>()?;
         let mut ys: Vec<Vec<f32>> = vec![];
         crate::parallel::in_order(
@@ -552,9 +558,8 @@ impl<'a> Distortion<'a> {
     }
 
     fn after_cut(&self, i: usize, cut: &onnx::Cut, values: &[f32]) -> Result<f64> {
-        let graph_inputs: Vec<String> = onnx::declared_inputs(&self.model)?.into_iter().map(|d| d.name).collect();
         let feed = |b: usize, v: &str| -> Result<Tensor> {
-            match graph_inputs.iter().position(|n| n == v) {
+            match self.graph_inputs.iter().position(|n| n == v) {
                 Some(k) => Ok(self.batches[b][k].clone()),
                 None => {
                     let k =

@@ -453,7 +453,7 @@ fn export(args: &[String]) -> Result<()> {
     a.only(&["stage", "bytes", "o", "output"])?;
     let dir = PathBuf::from(a.pos(0, "DIR")?);
     let out = PathBuf::from(a.get("o").or(a.get("output")).ok_or_else(|| Error::Invalid("missing -o OUT.onnx".into()))?);
-    let model = match (a.get("stage"), a.get("bytes")) {
+    let (model, what) = match (a.get("stage"), a.get("bytes")) {
         (Some(k), None) => {
             let stage: u32 = k.parse().map_err(|_| Error::Invalid("--stage takes a number".into()))?;
             let m = load_manifest(&dir)?;
@@ -461,8 +461,7 @@ fn export(args: &[String]) -> Result<()> {
                 return Err(Error::Invalid(format!("stage {stage}: {} has stages 0..={}", m.name, m.stages.len() - 1)));
             }
             let (model, _) = open_at_stage(&dir, Some(stage), RuntimeOptions::default())?;
-            eprintln!("wrote {} (stage {stage}, {})", out.display(), m.stages[stage as usize].kind);
-            model
+            (model, format!("stage {stage}, {}", m.stages[stage as usize].kind))
         }
         (None, Some(n)) => {
             let n: usize = n.parse().map_err(|_| Error::Invalid("--bytes takes a number".into()))?;
@@ -471,19 +470,13 @@ fn export(args: &[String]) -> Result<()> {
             let stream = read(&dir.join(&m.stream.file))?;
             model.feed(&stream[..n.min(stream.len())])?;
             let s = model.status();
-            eprintln!(
-                "wrote {} ({} stream bytes: {} of {} chunks, stage {})",
-                out.display(),
-                n.min(stream.len()),
-                s.chunks_applied,
-                s.chunks_total,
-                s.stage
-            );
-            model
+            (model, format!("{} stream bytes: {} of {} chunks, stage {}", n.min(stream.len()), s.chunks_applied, s.chunks_total, s.stage))
         }
         _ => return Err(Error::Invalid("give --stage K or --bytes N".into())),
     };
-    write(&out, &onnx::encode_model(&model.current_model()))
+    write(&out, &onnx::encode_model(&model.current_model()))?;
+    eprintln!("wrote {} ({what})", out.display());
+    Ok(())
 }
 
 fn run(args: &[String]) -> Result<()> {
