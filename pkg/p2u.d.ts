@@ -1,7 +1,8 @@
 /** Kinds of {@link P2uError}. */
 export type P2uErrorKind =
-  | 'network' | 'abort' | 'disposed' | 'invalid' | 'onnx' | 'unsupported' | 'header' | 'chunk'
-  | 'truncated' | 'mismatch' | 'order' | 'engine' | 'io' | 'internal';
+  | 'network' | 'abort' | 'disposed' | 'internal'
+  // the runtime kinds, Rust `Error::KINDS` (tests/bad_input.rs keeps the two in step)
+  | 'onnx' | 'unsupported' | 'header' | 'corrupt' | 'truncated' | 'mismatch' | 'order' | 'engine' | 'invalid' | 'io';
 
 /** Every error p2u throws or rejects with. */
 export class P2uError extends Error {
@@ -36,9 +37,19 @@ export interface Progress {
 }
 
 export interface RetryInfo {
+  /** Which download is retried. */
+  file: 'manifest' | 'base' | 'stream';
+  /** 1 for the first retry of this file. */
   attempt: number;
-  /** Byte offset the resumed (Range) request starts at. */
+  /** Byte offset the resumed (Range) request starts at (0 for manifest and base). */
   offset: number;
+  error: P2uError;
+}
+
+/** A cache entry that could not be written (quota, private mode) or that
+ * failed verification and was deleted. The model keeps working. */
+export interface CacheErrorInfo {
+  url: string;
   error: P2uError;
 }
 
@@ -47,8 +58,10 @@ export interface LoadOptions {
   onProgress?: (p: Progress) => void;
   /** Called when the base runs and after every applied chunk. */
   onStage?: (s: StageStatus) => void;
-  /** Called before a resumed request after a network failure. */
+  /** Called before each retry after a network failure (of any file). */
   onRetry?: (r: RetryInfo) => void;
+  /** Called when the cache could not store a file or held a damaged copy. */
+  onCacheError?: (c: CacheErrorInfo) => void;
   /** Aborts the download: before the base runs `load()` rejects; after, the
    * model keeps its stage and `finalized` rejects with kind 'abort'. */
   signal?: AbortSignal;
@@ -56,10 +69,14 @@ export interface LoadOptions {
   inputDims?: number[] | number[][];
   /** Cache API cache name, or false for none (default 'p2u-v1'). */
   cache?: string | boolean;
-  /** Network retries of the stream, each resuming where it stopped (default 3). */
+  /** Retries per file after network failures, 5xx, 408 and 429; the stream
+   * resumes where it stopped (default 3). */
   retries?: number;
-  /** Delay before retry n is n × this (default 500). */
+  /** Delay before retry n is 2^(n−1) × this, at most 30 s (default 500). */
   retryDelayMs?: number;
+  /** A request that sends no headers or no bytes for this long fails as a
+   * retriable network error (default 20000; 0 = never). */
+  stallTimeoutMs?: number;
   /** With both files cached, resolve only once the exact model runs (default true). */
   waitForCached?: boolean;
   /** Target duration of one patching step (default 8 ms). */

@@ -15,16 +15,24 @@ pub enum Error {
     /// A `.p2u` stream header is malformed (bad magic, version, absurd sizes…).
     #[error("invalid p2u stream header: {0}")]
     Header(String),
-    /// A chunk failed validation; the model keeps its last good stage.
-    #[error("rejected chunk #{index} at byte {offset}: {reason}")]
+    /// A chunk was rejected; the model keeps its last good stage. The
+    /// kind is the cause's ([`Error::kind`]): a spliced chunk is a
+    /// `mismatch`, a bit flip `corrupt`.
+    #[error("rejected chunk #{index} at byte {offset}: {source}")]
     Chunk {
         /// Position of the chunk in the stream (0-based).
         index: u64,
         /// Byte offset of the chunk start in the stream.
         offset: u64,
         /// What was wrong.
-        reason: String,
+        #[source]
+        source: Box<Error>,
     },
+    /// Data that fails its own checks (checksum, value ranges, a payload
+    /// that does not decode, a base that is not a sane model): damaged or
+    /// hostile bytes, not a caller's mistake.
+    #[error("corrupt data: {0}")]
+    Corrupt(String),
     /// The stream ended in the middle of a header or chunk.
     #[error("stream truncated: {0}")]
     Truncated(String),
@@ -55,14 +63,21 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// Every value [`Error::kind`] returns, for bindings (the JS
+    /// `P2uErrorKind` type lists the same, a test keeps them in step).
+    pub const KINDS: [&'static str; 10] =
+        ["onnx", "unsupported", "header", "corrupt", "truncated", "mismatch", "order", "engine", "invalid", "io"];
+
     /// A short, stable name for the kind of error (for bindings that
-    /// expose it as a field, e.g. the JS `P2uError.kind`).
+    /// expose it as a field, e.g. the JS `P2uError.kind`). A rejected
+    /// chunk has its cause's kind.
     pub fn kind(&self) -> &'static str {
         match self {
             Error::Onnx(_) => "onnx",
             Error::Unsupported(_) => "unsupported",
             Error::Header(_) => "header",
-            Error::Chunk { .. } => "chunk",
+            Error::Corrupt(_) => "corrupt",
+            Error::Chunk { source, .. } => source.kind(),
             Error::Truncated(_) => "truncated",
             Error::Mismatch(_) => "mismatch",
             Error::Order(_) => "order",
@@ -70,6 +85,11 @@ impl Error {
             Error::Invalid(_) => "invalid",
             Error::Io { .. } => "io",
         }
+    }
+
+    /// A rejected chunk at `index`/`offset` caused by `source`.
+    pub fn chunk(index: u64, offset: u64, source: Error) -> Self {
+        Error::Chunk { index, offset, source: Box::new(source) }
     }
 
     /// Wraps an I/O error with what was being done.

@@ -44,14 +44,14 @@ fn fixture_streams_to_bit_exact_outputs_in_wasm() {
 
 #[wasm_bindgen_test]
 fn bindings_turn_errors_into_p2u_errors() {
-    let err = WasmModel::new(b"not an onnx file", &[], &[], false).err().expect("refused");
+    let err = WasmModel::new(b"not an onnx file", &[], &[], false, "", "").err().expect("refused");
     assert_eq!(error_kind(&err), ("P2uError".into(), "onnx".into()));
     let err = WasmPlainModel::new(b"", &[1, 2], &[3]).err().expect("refused");
     assert_eq!(error_kind(&err).1, "invalid");
 
     let enc = encode(&fixture_model(), "fixture", &fixture_options());
     let dims: Vec<u32> = FIXTURE_INPUT.iter().map(|&d| d as u32).collect();
-    let mut m = WasmModel::new(&enc.base, &dims, &[4], false).unwrap();
+    let mut m = WasmModel::new(&enc.base, &dims, &[4], false, "", "").unwrap();
     let mut bad = enc.stream.clone();
     let last = bad.len() - 9;
     bad[last] ^= 0x40;
@@ -63,7 +63,7 @@ fn bindings_turn_errors_into_p2u_errors() {
             Err(e) => break e,
         }
     };
-    assert_eq!(error_kind(&err).1, "chunk");
+    assert_eq!(error_kind(&err).1, "corrupt");
     assert!(m.push(&[]).is_err(), "a failed stream stays failed");
     let n: usize = FIXTURE_INPUT.iter().product();
     let r = m.run_f32(vec![0.5; n], &dims).unwrap();

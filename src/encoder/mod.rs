@@ -674,6 +674,7 @@ fn assemble(
         let served: f64 = encoded.iter().map(|e| 8.0 * budget::served_bytes(&e.base) as f64).sum();
         stages[0].bits = ((served / elements.max(1.0)).round() as u8).clamp(1, 8);
     }
+    let frames: Vec<Vec<u8>> = order.iter().map(|&(t, k)| encoded[t].chunks[k].to_bytes()).collect();
     let header = StreamHeader {
         weights_hash: whash,
         base_hash: sha256(&base),
@@ -684,6 +685,7 @@ fn assemble(
             .map(|(w, e)| TensorEntry { name: w.name.clone(), dims: w.dims.clone(), grid: e.grid, hash: e.hash })
             .collect(),
         chunk_count: (weights.len() * (stages.len() - 1)) as u32,
+        chunk_digests: frames.iter().map(|f| sha256(f)).collect(),
     };
     let mut stream = header.to_bytes();
     let header_len = stream.len() as u64;
@@ -693,10 +695,8 @@ fn assemble(
     stage_bytes[0] = base.len() as u64;
     complete_at[0] = base.len() as u64;
     let mut tensor_bytes: Vec<Vec<u64>> = encoded.iter().map(|e| vec![budget::stored_bytes(&e.base); stages.len()]).collect();
-    for &(t, k) in order {
-        let chunk = &encoded[t].chunks[k];
-        let bytes = chunk.to_bytes();
-        let s = chunk.stage as usize;
+    for (&(t, k), bytes) in order.iter().zip(frames) {
+        let s = encoded[t].chunks[k].stage as usize;
         stage_bytes[s] += bytes.len() as u64;
         tensor_bytes[t][s] = bytes.len() as u64;
         stream.extend_from_slice(&bytes);
@@ -735,6 +735,7 @@ fn assemble(
         original,
         base: FileInfo { file: format!("{name}.base.onnx"), bytes: base.len() as u64, sha256: hex(&sha256(&base)) },
         stream: FileInfo { file: format!("{name}.p2u"), bytes: stream.len() as u64, sha256: hex(&sha256(&stream)) },
+        stream_header_sha256: hex(&sha256(&stream[..header_len as usize])),
         weights_sha256: hex(&whash),
         stages: stage_infos,
         exact_in_base: vec![],

@@ -2,10 +2,11 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::{Error, Result};
 use crate::quant::ErrorStats;
 
 /// Manifest format version.
-pub const MANIFEST_VERSION: u32 = 1;
+pub const MANIFEST_VERSION: u32 = 2;
 
 /// The manifest written next to the base and the stream.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -20,6 +21,12 @@ pub struct Manifest {
     pub base: FileInfo,
     /// The residual stream file.
     pub stream: FileInfo,
+    /// SHA-256 of the stream's header (its first bytes, prefix through
+    /// CRC). The header lists every chunk's SHA-256, so a runtime that
+    /// checks the header against this hash verifies each chunk as it
+    /// arrives, before applying it.
+    #[serde(default)]
+    pub stream_header_sha256: String,
     /// SHA-256 of the original weights (see `docs/FORMAT.md`).
     pub weights_sha256: String,
     /// Stages in application order; stage 0 is the base.
@@ -29,6 +36,33 @@ pub struct Manifest {
     /// Weights the mixed-precision allocation keeps exact (f32) in the base.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exact_in_base: Vec<String>,
+}
+
+impl Manifest {
+    /// Parses a manifest and checks what tools rely on: file names that
+    /// stay in the manifest's directory, at least the base and one more
+    /// stage, numbered in order.
+    pub fn from_json(bytes: &[u8]) -> Result<Self> {
+        let m: Manifest = serde_json::from_slice(bytes).map_err(|e| Error::Invalid(format!("not a p2u manifest: {e}")))?;
+        for (what, f) in [("original", &m.original), ("base", &m.base), ("stream", &m.stream)] {
+            let plain = !f.file.is_empty() && f.file != "." && f.file != ".." && !f.file.contains(['/', '\\', ':', '\0']);
+            if !plain {
+                return Err(Error::Invalid(format!("manifest {what} file {:?} is not a plain file name in its directory", f.file)));
+            }
+        }
+        if m.stages.len() < 2 || m.stages.iter().enumerate().any(|(i, s)| s.stage as usize != i) {
+            return Err(Error::Invalid(format!(
+                "manifest lists stages {:?}: need stages 0, 1, … in order, at least two",
+                m.stages.iter().map(|s| s.stage).collect::<Vec<_>>()
+            )));
+        }
+        Ok(m)
+    }
+
+    /// The last stage's number (the exact one).
+    pub fn last_stage(&self) -> u32 {
+        self.stages.len().saturating_sub(1) as u32
+    }
 }
 
 /// A file and its identity.

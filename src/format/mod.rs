@@ -61,3 +61,16 @@ pub fn weights_hash<'a>(tensors: impl IntoIterator<Item = (&'a str, &'a [usize],
 pub fn hex(h: &Hash) -> String {
     h.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// A hash from its hex form (either case); `None` unless exactly 64 hex digits.
+pub fn parse_hex(s: &str) -> Option<Hash> {
+    let b = s.as_bytes();
+    if b.len() != 64 || !b.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    let mut h = [0u8; 32];
+    for (i, pair) in b.chunks_exact(2).enumerate() {
+        h[i] = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+    }
+    Some(h)
+}

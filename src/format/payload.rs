@@ -37,10 +37,10 @@ fn put_f32s(out: &mut Vec<u8>, values: &[f32]) {
 /// Reads the per-group f32 parameters; each must be finite and ≥ 0.
 fn group_params<'a>(payload: &'a [u8], grid: &Grid, what: &str) -> Result<(Vec<f32>, &'a [u8])> {
     let n = grid.groups() * 4;
-    let head = payload.get(..n).ok_or_else(|| Error::Invalid(format!("payload shorter than its {what}")))?;
+    let head = payload.get(..n).ok_or_else(|| Error::Corrupt(format!("payload shorter than its {what}")))?;
     let params: Vec<f32> = head.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4"))).collect();
     if let Some(p) = params.iter().find(|p| !(p.is_finite() && **p >= 0.0)) {
-        return Err(Error::Invalid(format!("{what} {p} is negative or not finite")));
+        return Err(Error::Corrupt(format!("{what} {p} is negative or not finite")));
     }
     Ok((params, &payload[n..]))
 }
@@ -64,12 +64,12 @@ pub fn read_refine<'a>(payload: &'a [u8], grid: &Grid, bits: u8) -> Result<Refin
     let (scales, rest) = group_params(payload, grid, "scale")?;
     let n = grid.len();
     let codes_len = packed_len(n, bits);
-    let codes = rest.get(..codes_len).ok_or_else(|| Error::Invalid("payload shorter than its codes".into()))?;
+    let codes = rest.get(..codes_len).ok_or_else(|| Error::Corrupt("payload shorter than its codes".into()))?;
     let tail = &rest[codes_len..];
     let count = tail.get(..4).map(|b| u32::from_le_bytes(b.try_into().expect("4")) as usize);
-    let count = count.ok_or_else(|| Error::Invalid("escape count missing".into()))?;
+    let count = count.ok_or_else(|| Error::Corrupt("escape count missing".into()))?;
     if count > n || tail.len() != 4 + 8 * count {
-        return Err(Error::Invalid(format!("{count} escapes do not fit {} bytes", tail.len())));
+        return Err(Error::Corrupt(format!("{count} escapes do not fit {} bytes", tail.len())));
     }
     let mut escapes = Vec::with_capacity(count);
     for e in tail[4..].chunks_exact(8) {
@@ -77,7 +77,7 @@ pub fn read_refine<'a>(payload: &'a [u8], grid: &Grid, bits: u8) -> Result<Refin
         let d = i32::from_le_bytes(e[4..].try_into().expect("4"));
         let ordered = escapes.last().is_none_or(|&(p, _)| p < i);
         if i as usize >= n || !ordered || d == 0 || d.unsigned_abs() > MAX_ESCAPE_STEPS {
-            return Err(Error::Invalid(format!("escape ({i}, {d}) is out of range or out of order")));
+            return Err(Error::Corrupt(format!("escape ({i}, {d}) is out of range or out of order")));
         }
         escapes.push((i, d));
     }

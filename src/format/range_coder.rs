@@ -193,7 +193,7 @@ impl<'a> UniformDecoder<'a> {
             self.acc_bits -= k;
         }
         if v >= range {
-            return Err(Error::Invalid("coded value out of range (corrupt data)".into()));
+            return Err(Error::Corrupt("coded value out of range (corrupt data)".into()));
         }
         Ok(v)
     }
@@ -201,7 +201,7 @@ impl<'a> UniformDecoder<'a> {
     /// Checks that both parts were consumed exactly.
     pub fn finish(&self) -> Result<()> {
         if self.rc.pos != self.rc.input.len() || self.raw_pos != self.raw.len() || self.acc_bits >= 8 {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Corrupt(format!(
                 "coded values have trailing bytes (range part {}/{}, raw part {}/{})",
                 self.rc.pos,
                 self.rc.input.len(),
@@ -243,7 +243,7 @@ impl<'a> Decoder<'a> {
         self.range /= total;
         let v = self.code / self.range;
         if v >= total {
-            return Err(Error::Invalid("range-coded value out of range (corrupt data)".into()));
+            return Err(Error::Corrupt("range-coded value out of range (corrupt data)".into()));
         }
         self.code -= v * self.range;
         while self.range < TOP {

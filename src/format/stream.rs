@@ -2,10 +2,15 @@
 //!
 //! Everything is little-endian. Every length and count is validated against
 //! hard limits and against the tensor table *before* anything is allocated,
-//! and every header and chunk carries a CRC-32 of its bytes. See
-//! `docs/FORMAT.md` for the byte layout.
+//! and every header and chunk carries a CRC-32 of its bytes. The header
+//! lists the SHA-256 of every chunk in stream order, so a chunk from another
+//! stream (a splice of two encodes), a reordered or a forged chunk is
+//! rejected where it stands, and a header the caller knows the hash of
+//! vouches for every byte after it. See `docs/FORMAT.md` for the byte layout.
 
-use super::Hash;
+use sha2::{Digest, Sha256};
+
+use super::{sha256, Hash};
 use crate::error::{Error, Result};
 use crate::kernels::{packed_len, MAX_BITS};
 use crate::quant::Grid;
@@ -15,7 +20,7 @@ pub const STREAM_MAGIC: [u8; 4] = *b"P2US";
 /// Magic bytes opening a chunk.
 pub const CHUNK_MAGIC: [u8; 4] = *b"P2UC";
 /// Stream format version written and accepted.
-pub const FORMAT_VERSION: u16 = 1;
+pub const FORMAT_VERSION: u16 = 2;
 /// Fixed bytes before the header body (magic, version, flags, body length).
 pub const HEADER_PREFIX: usize = 12;
 /// Fixed bytes of a chunk before its payload.
@@ -99,6 +104,8 @@ pub struct StreamHeader {
     pub tensors: Vec<TensorEntry>,
     /// Number of chunks that follow.
     pub chunk_count: u32,
+    /// SHA-256 of each chunk's frame (magic through CRC), in stream order.
+    pub chunk_digests: Vec<Hash>,
 }
 
 /// One chunk: the data of one stage of one tensor.
@@ -139,13 +146,17 @@ impl StreamHeader {
             b.extend_from_slice(&t.hash);
         }
         b.extend_from_slice(&self.chunk_count.to_le_bytes());
+        for d in &self.chunk_digests {
+            b.extend_from_slice(d);
+        }
         let mut out = Vec::with_capacity(HEADER_PREFIX + b.len() + 4);
         out.extend_from_slice(&STREAM_MAGIC);
         out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
         out.extend_from_slice(&0u16.to_le_bytes());
         out.extend_from_slice(&(b.len() as u32).to_le_bytes());
         out.extend_from_slice(&b);
-        out.extend_from_slice(&crc32fast::hash(&b).to_le_bytes());
+        let crc = crc32fast::hash(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
         out
     }
 
@@ -157,6 +168,10 @@ impl StreamHeader {
         let version = u16::from_le_bytes([prefix[4], prefix[5]]);
         if version != FORMAT_VERSION {
             return Err(Error::Header(format!("format version {version}, this build reads version {FORMAT_VERSION}")));
+        }
+        let flags = u16::from_le_bytes([prefix[6], prefix[7]]);
+        if flags != 0 {
+            return Err(Error::Header(format!("header flags {flags:#06x}: this build knows no flags (must be 0)")));
         }
         let len = u32::from_le_bytes(prefix[8..12].try_into().expect("4 bytes")) as usize;
         if len > MAX_HEADER_BYTES {
@@ -177,7 +192,7 @@ impl StreamHeader {
         }
         let body = &bytes[HEADER_PREFIX..total - 4];
         let crc = u32::from_le_bytes(bytes[total - 4..total].try_into().expect("4 bytes"));
-        if crc32fast::hash(body) != crc {
+        if crc32fast::hash(&bytes[..total - 4]) != crc {
             return Err(Error::Header("header checksum mismatch (corrupt header)".into()));
         }
         let mut r = Reader { b: body, pos: 0 };
@@ -237,10 +252,15 @@ impl StreamHeader {
                 n_tensors * (n_stages - 1)
             )));
         }
-        if r.remaining() != 0 {
-            return Err(Error::Header(format!("{} unexpected bytes after the header fields", r.remaining())));
+        if r.remaining() != chunk_count as usize * 32 {
+            return Err(Error::Header(format!(
+                "{} bytes after the tensor table; {chunk_count} chunk digests need {}",
+                r.remaining(),
+                chunk_count as usize * 32
+            )));
         }
-        Ok(StreamHeader { weights_hash, base_hash, stages, tensors, chunk_count })
+        let chunk_digests = (0..chunk_count).map(|_| r.hash()).collect::<Result<Vec<_>>>()?;
+        Ok(StreamHeader { weights_hash, base_hash, stages, tensors, chunk_count, chunk_digests })
     }
 
     /// Checks a chunk's header fields against the table; returns the
@@ -249,14 +269,14 @@ impl StreamHeader {
         let t = self
             .tensors
             .get(tensor as usize)
-            .ok_or_else(|| Error::Invalid(format!("tensor index {tensor} (the table has {})", self.tensors.len())))?;
+            .ok_or_else(|| Error::Corrupt(format!("tensor index {tensor} (the table has {})", self.tensors.len())))?;
         let s = self
             .stages
             .get(stage as usize)
             .filter(|_| stage >= 1)
-            .ok_or_else(|| Error::Invalid(format!("stage {stage} (stream has stages 1..{})", self.stages.len() - 1)))?;
+            .ok_or_else(|| Error::Corrupt(format!("stage {stage} (stream has stages 1..{})", self.stages.len() - 1)))?;
         if s.bits != bits {
-            return Err(Error::Invalid(format!("stage {stage} has {} bits, chunk says {bits}", s.bits)));
+            return Err(Error::Corrupt(format!("stage {stage} has {} bits, chunk says {bits}", s.bits)));
         }
         let (groups, n) = (t.grid.groups() * 4, t.grid.len());
         Ok(match s.kind {
@@ -291,14 +311,20 @@ impl Chunk {
 }
 
 /// Parses a stream from byte slices of any size, as they arrive from a
-/// network. Holds at most one incomplete header or chunk in memory.
+/// network. Holds at most one incomplete header or chunk in memory, and
+/// hashes a chunk's bytes as they come (each call to
+/// [`FrameReader::next_frame`] hashes only what arrived since the last), so
+/// checking a chunk's digest costs no long pause when it completes.
 #[derive(Default)]
 pub struct FrameReader {
     buf: Vec<u8>,
     consumed: u64,
     header: Option<StreamHeader>,
+    header_sha256: Option<Hash>,
     chunks_read: u64,
     poisoned: Option<String>,
+    digest: Sha256,
+    digested: usize,
 }
 
 /// A complete unit read from the stream.
@@ -321,6 +347,13 @@ impl FrameReader {
     /// A reader at the start of a stream.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A reader continuing a stream whose `header` (with its SHA-256) was
+    /// read and whose first `chunks_read` chunks end at byte `consumed`:
+    /// where a download starts again after a failure.
+    pub fn resume(header: StreamHeader, header_sha256: Hash, consumed: u64, chunks_read: u64) -> Self {
+        FrameReader { consumed, header: Some(header), header_sha256: Some(header_sha256), chunks_read, ..Self::default() }
     }
 
     /// Appends received bytes.
@@ -348,6 +381,12 @@ impl FrameReader {
     /// The header, once read.
     pub fn header(&self) -> Option<&StreamHeader> {
         self.header.as_ref()
+    }
+
+    /// SHA-256 of the header's bytes (prefix through CRC), once read: what
+    /// a manifest's `stream.header_sha256` names.
+    pub fn header_sha256(&self) -> Option<Hash> {
+        self.header_sha256
     }
 
     /// Errors if an earlier frame failed (the stream cannot be resynced).
@@ -380,6 +419,7 @@ impl FrameReader {
                 return Ok(None);
             }
             let h = StreamHeader::parse(&self.buf[..total])?;
+            self.header_sha256 = Some(sha256(&self.buf[..total]));
             self.eat(total);
             self.header = Some(h.clone());
             return Ok(Some(Frame::Header(h)));
@@ -388,7 +428,7 @@ impl FrameReader {
             return Ok(None);
         }
         let (index, offset) = (self.chunks_read, self.consumed);
-        let bad = |reason: String| Error::Chunk { index, offset, reason };
+        let bad = |reason: String| Error::chunk(index, offset, Error::Corrupt(reason));
         if index >= header.chunk_count as u64 {
             return Err(bad(format!("data after the {} announced chunks", header.chunk_count)));
         }
@@ -398,18 +438,36 @@ impl FrameReader {
         }
         let tensor = u32::from_le_bytes(p[4..8].try_into().expect("4"));
         let (stage, bits) = (p[8], p[9]);
+        let reserved = u16::from_le_bytes([p[10], p[11]]);
+        if reserved != 0 {
+            return Err(bad(format!("reserved field is {reserved:#06x}, must be 0")));
+        }
         let len = u32::from_le_bytes(p[12..16].try_into().expect("4")) as usize;
-        let (min, max) = header.payload_bounds(tensor, stage, bits).map_err(|e| bad(e.to_string()))?;
+        let (min, max) = header.payload_bounds(tensor, stage, bits).map_err(|e| Error::chunk(index, offset, e))?;
         if len < min || len > max {
             return Err(bad(format!("payload of {len} bytes, expected {min}..={max}")));
         }
         let total = CHUNK_PREFIX + len + 4;
+        let upto = total.min(self.buf.len());
+        self.digest.update(&self.buf[self.digested..upto]);
+        self.digested = upto;
         if self.buf.len() < total {
             return Ok(None);
         }
         let crc = u32::from_le_bytes(self.buf[total - 4..total].try_into().expect("4"));
         if crc32fast::hash(&self.buf[4..total - 4]) != crc {
             return Err(bad("checksum mismatch (corrupt chunk)".into()));
+        }
+        let digest: Hash = std::mem::take(&mut self.digest).finalize().into();
+        if digest != header.chunk_digests[index as usize] {
+            return Err(Error::chunk(
+                index,
+                offset,
+                Error::Mismatch(format!(
+                    "chunk for tensor {tensor} stage {stage} is not the stream's chunk #{index} (its SHA-256 differs from the header's): \
+                     spliced from another encode, reordered, or forged"
+                )),
+            ));
         }
         let payload = self.buf[CHUNK_PREFIX..CHUNK_PREFIX + len].to_vec();
         self.eat(total);
@@ -420,6 +478,7 @@ impl FrameReader {
     fn eat(&mut self, n: usize) {
         self.buf.drain(..n);
         self.consumed += n as u64;
+        self.digested = 0;
     }
 
     /// Call at end of input: errors if the stream stopped early.

@@ -83,7 +83,7 @@ impl Decoding {
     /// Checks the bounds and the payload's framing; decodes nothing yet.
     pub fn new(payload: &[u8], bounds: &[f32]) -> Result<Self> {
         if bounds.iter().any(|b| !(b.is_finite() && *b >= 0.0)) {
-            return Err(Error::Invalid("exact-stage bound is negative or not finite".into()));
+            return Err(Error::Corrupt("exact-stage bound is negative or not finite".into()));
         }
         Ok(Decoding { next: 0, state: UniformDecoder::new(payload)?.state() })
     }
@@ -100,7 +100,7 @@ impl Decoding {
         let end = self.next.saturating_add(max).min(grid.len());
         for (i, g) in grid.element_groups_from(self.next).take(end - self.next) {
             let (lo, hi) = window(weights[i], bounds[g]);
-            let span = hi.checked_sub(lo).ok_or_else(|| Error::Invalid("exact-stage window is empty (corrupt data)".into()))?;
+            let span = hi.checked_sub(lo).ok_or_else(|| Error::Corrupt("exact-stage window is empty (corrupt data)".into()))?;
             weights[i] = from_ordinal(lo + rc.decode(span as u64 + 1)? as u32);
         }
         self.next = end;

@@ -8,6 +8,7 @@ use tract_onnx::prelude::Tensor;
 use wasm_bindgen::prelude::*;
 
 use crate::error::Error;
+use crate::format::parse_hex;
 use crate::runtime::{build_plan, Normalization, Plan, ProgressiveModel, RuntimeOptions, StageStatus};
 
 /// Installs the panic hook (a panic would be a bug: errors are returned).
@@ -116,12 +117,46 @@ impl WasmModel {
     /// (flattened, with `input_ranks` giving each input's rank) fixes the
     /// input shapes, or leave both empty for the declared ones. With
     /// `keep_inputs_plan` the exact model is served without the final
-    /// rebuild with constant weights.
+    /// rebuild with constant weights. `base_sha256` and `header_sha256`
+    /// (hex, from the manifest; empty to skip) are the hashes the base file
+    /// and the stream header must have: with both, every byte is verified
+    /// before it is served.
     #[wasm_bindgen(constructor)]
-    pub fn new(base: &[u8], input_dims: &[u32], input_ranks: &[u32], keep_inputs_plan: bool) -> Result<WasmModel, JsValue> {
-        let options = RuntimeOptions { keep_inputs_plan, ..runtime_options(input_dims, input_ranks)? };
+    pub fn new(
+        base: &[u8],
+        input_dims: &[u32],
+        input_ranks: &[u32],
+        keep_inputs_plan: bool,
+        base_sha256: &str,
+        header_sha256: &str,
+    ) -> Result<WasmModel, JsValue> {
+        let hash = |h: &str, what: &str| match h {
+            "" => Ok(None),
+            h => parse_hex(h).map(Some).ok_or_else(|| js_error(Error::Invalid(format!("{what} {h:?} is not a SHA-256 in hex")))),
+        };
+        let options = RuntimeOptions {
+            keep_inputs_plan,
+            base_sha256: hash(base_sha256, "base sha256")?,
+            stream_header_sha256: hash(header_sha256, "stream header sha256")?,
+            ..runtime_options(input_dims, input_ranks)?
+        };
         let model = ProgressiveModel::from_base(base, options).map_err(js_error)?;
         Ok(WasmModel { model })
+    }
+
+    /// Whether a stream starting with `prefix` has the header already read:
+    /// `undefined` until `prefix` holds a whole header (see
+    /// [`ProgressiveModel::same_stream_header`]).
+    #[wasm_bindgen(js_name = sameStreamHeader)]
+    pub fn same_stream_header(&self, prefix: &[u8]) -> Option<bool> {
+        self.model.same_stream_header(prefix)
+    }
+
+    /// Forgets a stream failure and the bytes after the last applied
+    /// frame; fetch again from `received` (see
+    /// [`ProgressiveModel::rewind_stream`]).
+    pub fn rewind(&mut self) {
+        self.model.rewind_stream();
     }
 
     /// Queues stream bytes; call [`Self::step`] until it returns false
@@ -146,6 +181,12 @@ impl WasmModel {
     #[wasm_bindgen(getter)]
     pub fn received(&self) -> f64 {
         self.model.stream_received() as f64
+    }
+
+    /// True once the stream header was read and attached.
+    #[wasm_bindgen(getter, js_name = headerRead)]
+    pub fn header_read(&self) -> bool {
+        self.model.header().is_some()
     }
 
     /// True while a chunk is part-way applied.
