@@ -21,6 +21,9 @@ use tract_onnx::pb::{
 use crate::error::{Error, Result};
 use crate::quant::{apply_codes, DequantizeLayout, Grid, StageCodes};
 
+mod validate;
+pub use validate::{check_model, check_tensor, MAX_ELEMENTS, MAX_WINDOW};
+
 /// Prefix of the names of the `DequantizeLinear` nodes p2u writes.
 pub const DQ_PREFIX: &str = "p2u/dq/";
 /// Opset the base is written with (first with INT4/UINT4 `DequantizeLinear`).
@@ -372,6 +375,8 @@ pub fn build_base(model: &ModelProto, weights: &[BaseWeight<'_>], metadata: &[(&
 
 /// ONNX type code of UINT2 (newer than tract's protobuf definitions).
 pub const UINT2: i32 = 25;
+/// ONNX `INT2` (opset 25).
+pub const INT2: i32 = 26;
 /// Opset whose `DequantizeLinear` accepts UINT2.
 pub const UINT2_OPSET: i64 = 25;
 
@@ -461,6 +466,12 @@ pub fn split_base(mut base: ModelProto) -> Result<(ModelProto, Vec<DecodedWeight
         let (q, scale, zero) = (get(0)?, get(1)?, get(2)?);
         let name = n.output.first().cloned().ok_or_else(|| Error::Onnx(format!("node {:?} has no output", n.name)))?;
         let dims = dims_of(q)?;
+        let elements = check_tensor(q)?;
+        if elements == 0 {
+            return Err(Error::Corrupt(format!("weight {name:?}: shape {dims:?} has no elements")));
+        }
+        check_tensor(scale)?;
+        check_tensor(zero)?;
         let bits = match q.data_type {
             UINT2 => 2,
             t if t == DataType::Uint4 as i32 => 4,
@@ -477,6 +488,9 @@ pub fn split_base(mut base: ModelProto) -> Result<(ModelProto, Vec<DecodedWeight
         };
         let grid = Grid::from_dequantize(&dims, &layout)?;
         let scales = tensor_f32(scale)?;
+        if let Some(bad) = scales.iter().find(|s| !s.is_finite()) {
+            return Err(Error::Corrupt(format!("weight {name:?}: scale {bad} is not finite")));
+        }
         let count = grid.len();
         if scales.len() != grid.groups()
             || q.raw_data.len() != crate::kernels::packed_len(count, bits)

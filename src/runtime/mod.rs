@@ -33,7 +33,7 @@ use tract_onnx::pb::ModelProto;
 use tract_onnx::prelude::{IntoTValue, TValue, Tensor};
 
 use crate::error::{Error, Result};
-use crate::format::stream::{Chunk, Frame, FrameReader, StageKind, StreamHeader};
+use crate::format::stream::{Chunk, Frame, FrameReader, StageKind, StreamHeader, HEADER_PREFIX};
 use crate::format::{hex, payload, sha256, Hash, TensorHasher};
 use crate::onnx;
 use crate::quant::{apply_codes, apply_escapes, exact, Grid};
@@ -56,6 +56,13 @@ pub struct RuntimeOptions {
     /// rebuilding with constants (saves the one long rebuild, e.g. on a
     /// browser's main thread, at some inference speed).
     pub keep_inputs_plan: bool,
+    /// SHA-256 the base file must have (a manifest's `base.sha256`); a
+    /// base with another hash is refused before anything is built.
+    pub base_sha256: Option<Hash>,
+    /// SHA-256 the stream header must have (a manifest's
+    /// `stream_header_sha256`). The header lists every chunk's SHA-256, so
+    /// with it given every stream byte is verified before it is applied.
+    pub stream_header_sha256: Option<Hash>,
 }
 
 /// Where the model stands in its progression.
@@ -156,7 +163,10 @@ pub struct ProgressiveModel {
     serving: Serving,
     fallback_reason: Option<String>,
     stale: bool,
-    job: Option<(ExactJob, u64, u64)>,
+    /// The exact-stage job under way, with its chunk's index, offset and end.
+    job: Option<(ExactJob, u64, u64, u64)>,
+    /// Stream offset and chunk count after the last frame that was applied.
+    good: (u64, u64),
 }
 
 /// An exact-stage chunk being decoded in short steps.
@@ -179,7 +189,16 @@ impl ProgressiveModel {
     /// Loads a base ONNX file: decodes its low-bit weights and builds the
     /// stage-0 plan.
     pub fn from_base(base: &[u8], options: RuntimeOptions) -> Result<Self> {
+        let base_hash = sha256(base);
+        if let Some(want) = options.base_sha256.filter(|w| *w != base_hash) {
+            return Err(Error::Corrupt(format!(
+                "the base's SHA-256 is {}…, expected {}… (a damaged download, or the file changed on the server)",
+                &hex(&base_hash)[..16],
+                &hex(&want)[..16]
+            )));
+        }
         let proto = onnx::decode_model(base)?;
+        onnx::check_model(&proto, base.len())?;
         let weights_hash = onnx::metadata(&proto, "p2u.weights_sha256").map(str::to_owned);
         let (skeleton, weights) = onnx::split_base(proto)?;
         let by_name = weights.iter().enumerate().map(|(i, w)| (w.name.clone(), i)).collect();
@@ -191,7 +210,7 @@ impl ProgressiveModel {
             skeleton,
             tensors,
             by_name,
-            base_hash: sha256(base),
+            base_hash,
             weights_hash,
             header: None,
             table_to_live: vec![],
@@ -203,6 +222,7 @@ impl ProgressiveModel {
             fallback_reason: None,
             stale: true,
             job: None,
+            good: (0, 0),
         };
         let with_inputs = onnx::weights_as_inputs(&m.skeleton, m.tensors.iter().map(|t| (t.name.as_str(), t.dims.as_slice())))
             .and_then(|proto| build_plan(&proto, &m.options));
@@ -211,6 +231,8 @@ impl ProgressiveModel {
                 m.plan = plan;
                 m.stale = false;
             }
+            // a base that fails its checks fails them with constants too
+            Err(e @ Error::Corrupt(_)) => return Err(e),
             Err(e) => {
                 m.serving = Serving::Constants;
                 m.fallback_reason = Some(e.to_string());
@@ -303,10 +325,10 @@ impl ProgressiveModel {
             return Err(Error::Order(format!("tensor {:?} is at stage {}, chunk is for stage {}", entry.name, live.stage, chunk.stage)));
         }
         if !(min..=max).contains(&chunk.payload.len()) {
-            return Err(Error::Invalid(format!("chunk payload of {} bytes, expected {min}..={max}", chunk.payload.len())));
+            return Err(Error::Corrupt(format!("chunk payload of {} bytes, expected {min}..={max}", chunk.payload.len())));
         }
         let grid: Grid = entry.grid;
-        let bad = |e: Error| Error::Invalid(format!("tensor {:?}: {e}", entry.name));
+        let bad = |e: Error| Error::Corrupt(format!("tensor {:?}: {e}", entry.name));
         match header.stages[chunk.stage as usize].kind {
             StageKind::Refine => {
                 let r = payload::read_refine(&chunk.payload, &grid, chunk.bits).map_err(bad)?;
@@ -346,7 +368,7 @@ impl ProgressiveModel {
             job.decoded = job
                 .decoding
                 .decode_some(&mut job.values, &job.grid, &job.bounds, &job.payload, budget)
-                .map_err(|e| Error::Invalid(format!("tensor {name:?}: {e}")))?;
+                .map_err(|e| Error::Corrupt(format!("tensor {name:?}: {e}")))?;
             return Ok(false);
         }
         if job.hashed < job.values.len() {
@@ -407,30 +429,71 @@ impl ProgressiveModel {
     pub fn step(&mut self, budget: usize) -> Result<bool> {
         self.reader.check()?;
         let budget = budget.max(1);
-        if let Some((mut job, index, offset)) = self.job.take() {
+        if let Some((mut job, index, offset, end)) = self.job.take() {
             return match self.advance(&mut job, budget) {
-                Ok(true) => Ok(true),
-                Ok(false) => {
-                    self.job = Some((job, index, offset));
+                Ok(true) => {
+                    self.good = (end, index + 1);
                     Ok(true)
                 }
-                Err(e) => Err(self.fail(Error::Chunk { index, offset, reason: e.to_string() })),
+                Ok(false) => {
+                    self.job = Some((job, index, offset, end));
+                    Ok(true)
+                }
+                Err(e) => Err(self.fail(Error::chunk(index, offset, e))),
             };
         }
         match self.reader.next_frame()? {
             None => Ok(false),
             Some(Frame::Header(h)) => {
+                let got = self.reader.header_sha256();
+                if let Some(want) = self.options.stream_header_sha256.filter(|w| Some(*w) != got) {
+                    let got = got.map(|g| hex(&g)).unwrap_or_default();
+                    return Err(self.fail(Error::Corrupt(format!(
+                        "the stream header's SHA-256 is {}…, expected {}… (a damaged download, or the file changed on the server)",
+                        got.get(..16).unwrap_or(&got),
+                        &hex(&want)[..16]
+                    ))));
+                }
                 self.attach(h).map_err(|e| self.fail(e))?;
+                self.good = (self.reader.consumed(), 0);
                 Ok(true)
             }
             Some(Frame::Chunk { chunk, index, offset }) => {
+                let end = self.reader.consumed();
                 match self.begin(&chunk) {
-                    Ok(job) => self.job = job.map(|j| (j, index, offset)),
-                    Err(e) => return Err(self.fail(Error::Chunk { index, offset, reason: e.to_string() })),
+                    Ok(Some(job)) => self.job = Some((job, index, offset, end)),
+                    Ok(None) => self.good = (end, index + 1),
+                    Err(e) => return Err(self.fail(Error::chunk(index, offset, e))),
                 }
                 Ok(true)
             }
         }
+    }
+
+    /// Forgets a failure and every byte after the last frame that was
+    /// applied, so the stream can be fetched again from
+    /// [`Self::stream_received`] (a corrupt cached copy, a file that changed
+    /// on the server). The weights keep their last good stage; the bytes
+    /// fetched next are checked as before.
+    pub fn rewind_stream(&mut self) {
+        self.job = None;
+        let (consumed, chunks) = self.good;
+        self.reader = match (&self.header, self.reader.header_sha256()) {
+            (Some(h), Some(sha)) => FrameReader::resume(h.clone(), sha, consumed, chunks),
+            _ => FrameReader::new(),
+        };
+    }
+
+    /// Whether a stream starting with `prefix` has the header this model
+    /// read (`None` until `prefix` holds a whole header, or before the model
+    /// read one): a download that restarts from byte 0 is the same stream
+    /// exactly when its header is, since the header lists every chunk's
+    /// SHA-256.
+    pub fn same_stream_header(&self, prefix: &[u8]) -> Option<bool> {
+        let have = self.reader.header_sha256()?;
+        let fixed: &[u8; HEADER_PREFIX] = prefix.get(..HEADER_PREFIX)?.try_into().ok()?;
+        let Ok(total) = StreamHeader::total_len(fixed) else { return Some(false) };
+        Some(sha256(prefix.get(..total)?) == have)
     }
 
     /// True while an exact-stage chunk is part-way decoded.

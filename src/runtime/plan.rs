@@ -25,8 +25,74 @@ impl Plan {
     /// Runs the plan on values that may share their tensors.
     pub fn run_values(&self, inputs: TVec<TValue>) -> Result<Vec<Tensor>> {
         let plan = self.0.as_ref().ok_or_else(|| Error::Engine("no plan built".into()))?;
-        Ok(plan.run(inputs)?.into_iter().map(|v| v.into_tensor()).collect())
+        Ok(guard("running the model", || plan.run(inputs))??.into_iter().map(|v| v.into_tensor()).collect())
     }
+}
+
+/// Largest intermediate value a plan may hold (bytes).
+pub const MAX_VALUE_BYTES: u64 = 1 << 30;
+
+/// Runs `f`, turning a panic inside tract into [`Error::Engine`] (natively;
+/// in wasm a panic aborts, which is why models are checked before tract
+/// sees them: [`crate::onnx::check_model`], [`check_sizes`]).
+fn guard<T>(what: &str, f: impl FnOnce() -> T) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|p| {
+        let msg = p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_default();
+        Error::Engine(format!("tract failed {what} (it panicked: {msg})"))
+    })
+}
+
+/// Longest symbolic dimension accepted, in characters of its expression.
+const MAX_DIM_EXPRESSION: usize = 256;
+
+/// Whether `d` prints within [`MAX_DIM_EXPRESSION`] characters (stops
+/// formatting once over).
+fn short_expression(d: &TDim) -> bool {
+    struct Bounded(usize);
+    impl std::fmt::Write for Bounded {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            self.0 += s.len();
+            if self.0 > MAX_DIM_EXPRESSION {
+                Err(std::fmt::Error)
+            } else {
+                Ok(())
+            }
+        }
+    }
+    std::fmt::write(&mut Bounded(0), format_args!("{d}")).is_ok()
+}
+
+/// Checks the typed model before tract optimises it: no value over
+/// [`MAX_VALUE_BYTES`] (a shape blown up by a corrupt attribute), and no
+/// dimension whose symbolic expression has blown up (tract keeps a
+/// mismatched broadcast, say 28 against 112, as an expression that doubles
+/// at every residual join after it; optimising such a graph takes minutes
+/// and gigabytes).
+fn check_sizes(m: &TypedModel) -> Result<()> {
+    for node in m.nodes() {
+        for o in &node.outputs {
+            if let Some(d) = o.fact.shape.iter().find(|d| !short_expression(d)) {
+                let mut text = format!("{d}");
+                text.truncate(80);
+                return Err(Error::Corrupt(format!(
+                    "node {:?}: the shapes do not fit together (a dimension resolves to {text}…)",
+                    node.name
+                )));
+            }
+            let Some(shape) = o.fact.shape.as_concrete() else { continue };
+            let bytes = shape
+                .iter()
+                .try_fold(o.fact.datum_type.size_of() as u64, |a, &d| a.checked_mul(d as u64))
+                .filter(|&b| b <= MAX_VALUE_BYTES);
+            if bytes.is_none() {
+                return Err(Error::Corrupt(format!(
+                    "node {:?} would produce a value of shape {shape:?} ({:?}), over the {MAX_VALUE_BYTES}-byte limit",
+                    node.name, o.fact.datum_type
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Parses, types and optimises `model` in tract, with the input shapes from
@@ -35,7 +101,7 @@ impl Plan {
 /// p2u models and reference models alike, so that comparisons go through
 /// identical code.
 pub fn build_plan(model: &ModelProto, options: &RuntimeOptions) -> Result<Plan> {
-    let mut m = tract_onnx::onnx().model_for_proto_model(model)?;
+    let mut m = guard("reading the model", || tract_onnx::onnx().model_for_proto_model(model))??;
     let shapes = match options.input_shapes.as_slice() {
         [] => declared_shapes(model),
         given => given.to_vec(),
@@ -44,7 +110,9 @@ pub fn build_plan(model: &ModelProto, options: &RuntimeOptions) -> Result<Plan> 
         let dt = m.input_fact(i)?.datum_type().unwrap_or(f32::datum_type());
         m = m.with_input_fact(i, InferenceFact::dt_shape(dt, shape))?;
     }
-    Ok(Plan(Some(m.into_optimized()?.into_runnable()?)))
+    let typed = guard("analysing the model", || m.into_typed())??;
+    check_sizes(&typed)?;
+    Ok(Plan(Some(guard("optimising the model", || typed.into_optimized()?.into_runnable())??)))
 }
 
 /// The declared input shapes with symbolic dimensions set to 1, if every

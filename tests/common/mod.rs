@@ -32,12 +32,12 @@ impl Rng {
     }
 }
 
-fn value_info(name: &str, dims: &[i64]) -> ValueInfoProto {
+pub fn value_info(name: &str, dims: &[i64]) -> ValueInfoProto {
     let dims: Vec<usize> = dims.iter().map(|&d| d as usize).collect();
     p2u::onnx::value_info(name, DataType::Float, &dims)
 }
 
-fn node(op: &str, inputs: &[&str], output: &str, attrs: Vec<AttributeProto>) -> NodeProto {
+pub fn node(op: &str, inputs: &[&str], output: &str, attrs: Vec<AttributeProto>) -> NodeProto {
     NodeProto {
         input: inputs.iter().map(|s| s.to_string()).collect(),
         output: vec![output.into()],
@@ -48,16 +48,16 @@ fn node(op: &str, inputs: &[&str], output: &str, attrs: Vec<AttributeProto>) -> 
     }
 }
 
-fn ints(name: &str, v: &[i64]) -> AttributeProto {
+pub fn ints(name: &str, v: &[i64]) -> AttributeProto {
     AttributeProto { name: name.into(), r#type: AttributeType::Ints as i32, ints: v.to_vec(), ..Default::default() }
 }
 
-fn int(name: &str, v: i64) -> AttributeProto {
+pub fn int(name: &str, v: i64) -> AttributeProto {
     AttributeProto { name: name.into(), r#type: AttributeType::Int as i32, i: v, ..Default::default() }
 }
 
 /// An opset-17 model of one graph.
-fn model(
+pub fn model(
     name: &str,
     node: Vec<NodeProto>,
     initializer: Vec<TensorProto>,
