@@ -211,3 +211,60 @@ fn curve_of_resnet_on_fashion_mnist() {
     assert_eq!(svg.matches("<circle").count(), p2u_rows.len() + direct.len(), "{svg}");
     assert_eq!(svg.matches("<rect x=").count(), bases.len(), "{svg}");
 }
+
+#[test]
+fn hostile_manifests_and_closed_pipes_are_errors_not_panics() {
+    let dir = scratch("hostile");
+    let model = write_model(&dir, "fixture.onnx", &fixture_model());
+    let out = dir.join("enc");
+    let o = p2u(&[&"encode", &model, &"-o", &out, &"--base-bits", &"4", &"--order", &"layer"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let manifest_path = out.join("fixture.json");
+    let good = std::fs::read_to_string(&manifest_path).unwrap();
+    let edit = |f: &dyn Fn(&mut serde_json::Value)| {
+        let mut v: serde_json::Value = serde_json::from_str(&good).unwrap();
+        f(&mut v);
+        std::fs::write(&manifest_path, serde_json::to_string(&v).unwrap()).unwrap();
+    };
+    let refused = |args: &[&dyn AsRef<std::ffi::OsStr>], needle: &str| {
+        let o = p2u(args);
+        let t = text(&o);
+        assert_eq!(o.status.code(), Some(1), "{t}");
+        assert!(t.contains(needle), "{t} lacks {needle:?}");
+        assert!(!t.contains("panicked"), "{t}");
+    };
+    // a stage that does not exist, for run and export
+    let x = dir.join("x.f32");
+    std::fs::write(&x, vec![0u8; 4 * FIXTURE_INPUT.iter().product::<usize>()]).unwrap();
+    refused(&[&"run", &out, &"--input", &x, &"--dims", &"1,8,16,16", &"--stage", &"99", &"-o", &dir.join("y.f32")], "--stage 99");
+    refused(&[&"export", &out, &"--stage", &"99", &"-o", &dir.join("y.onnx")], "--stage 99");
+    // a short hash prints; a base file outside the directory is refused
+    edit(&|v| v["original"]["sha256"] = "ab".into());
+    let o = p2u(&[&"inspect", &out]);
+    assert!(o.status.success(), "{}", text(&o));
+    edit(&|v| v["base"]["file"] = "../../etc/passwd".into());
+    refused(&[&"inspect", &out], "not a plain file name");
+    edit(&|v| v["stages"] = serde_json::json!([]));
+    refused(&[&"export", &out, &"--stage", &"0", &"-o", &dir.join("y.onnx")], "need stages 0, 1");
+    // a base that is not the manifest's
+    std::fs::write(&manifest_path, &good).unwrap();
+    let base = out.join("fixture.base.onnx");
+    let mut bytes = std::fs::read(&base).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&base, &bytes).unwrap();
+    refused(&[&"verify", &model, &out], "SHA-256");
+    // a closed stdout ends the process quietly
+    use std::io::Read;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_p2u"))
+        .args(["inspect".as_ref(), out.as_os_str()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success() && !err.contains("panicked"), "{status:?} {err}");
+}

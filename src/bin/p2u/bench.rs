@@ -227,7 +227,7 @@ fn options_for(eval: &EvalSet, batch: usize) -> RuntimeOptions {
 }
 
 fn bench_model(m: &BenchModel, data_dir: &Path, limit: usize, calibration_items: usize, opts: &EncodeOptions) -> Result<()> {
-    println!("\n=== {} ({}) ===", m.name, m.path.display());
+    say!("\n=== {} ({}) ===", m.name, m.path.display());
     let eval = m.eval.map(|f| f(data_dir, limit, calibration_items)).transpose()?;
     let opts = &eval.as_ref().map_or_else(|| opts.clone(), |e| e.calibrated(opts));
     let original_bytes = read(&m.path)?;
@@ -238,7 +238,7 @@ fn bench_model(m: &BenchModel, data_dir: &Path, limit: usize, calibration_items:
     let encode_s = t.elapsed().as_secs_f64();
     let fp32 = original_bytes.len() as f64;
     let zstd = zstd19(&m.path);
-    println!(
+    say!(
         "encode time {encode_s:.2} s (base {}, clipping {:?}, stages {:?}, exact; {}, chunk order {:?})",
         opts.base_budget.map_or(format!("{} bit", opts.base_bits), |b| format!("mixed under {b:?}")),
         opts.clipping,
@@ -247,16 +247,23 @@ fn bench_model(m: &BenchModel, data_dir: &Path, limit: usize, calibration_items:
         opts.order
     );
     match zstd {
-        Some(z) => println!("fp32 file {} B; zstd -19 of it {} B ({:.3}× fp32)", original_bytes.len(), z, z as f64 / fp32),
-        None => println!("fp32 file {} B; zstd not installed", original_bytes.len()),
+        Some(z) => say!("fp32 file {} B; zstd -19 of it {} B ({:.3}× fp32)", original_bytes.len(), z, z as f64 / fp32),
+        None => say!("fp32 file {} B; zstd not installed", original_bytes.len()),
     }
-    println!(
+    say!(
         "{:>5} {:>7} {:>4} {:>12} {:>12} {:>8} {:>9} {:>10}",
-        "stage", "kind", "bits", "bytes", "cumulative", "/fp32", "/zstd-19", "weight rel"
+        "stage",
+        "kind",
+        "bits",
+        "bytes",
+        "cumulative",
+        "/fp32",
+        "/zstd-19",
+        "weight rel"
     );
     for s in &enc.manifest.stages {
         let z = zstd.map_or("n/a".to_string(), |z| format!("{:.3}", s.cumulative_bytes as f64 / z as f64));
-        println!(
+        say!(
             "{:>5} {:>7} {:>4} {:>12} {:>12} {:>8.3} {:>9} {:>10.2e}",
             s.stage,
             s.kind,
@@ -269,7 +276,7 @@ fn bench_model(m: &BenchModel, data_dir: &Path, limit: usize, calibration_items:
         );
     }
     let base_gz = gzip_len(&enc.base);
-    println!("base gzip -9: {} B ({:.3}× fp32)", base_gz.unwrap_or(0), base_gz.unwrap_or(0) as f64 / fp32);
+    say!("base gzip -9: {} B ({:.3}× fp32)", base_gz.unwrap_or(0), base_gz.unwrap_or(0) as f64 / fp32);
 
     let input_shape = m.input.clone();
     let rt = match &eval {
@@ -281,7 +288,7 @@ fn bench_model(m: &BenchModel, data_dir: &Path, limit: usize, calibration_items:
         let mut reference = ProgressiveModel::from_base(&enc.base, rt.clone())?;
         reference.feed(&enc.stream)?;
         let ref_preds = predict(&mut reference, eval)?;
-        println!(
+        say!(
             "accuracy on {} ({} images){}",
             eval.what,
             ref_preds.len(),
@@ -294,13 +301,13 @@ fn bench_model(m: &BenchModel, data_dir: &Path, limit: usize, calibration_items:
         let (header, chunks) = read_all(&enc.stream)?;
         live.attach(header)?;
         let mut stage = 0;
-        println!("  p2u stage 0 ({} B): {}", enc.manifest.stages[0].cumulative_bytes, score(&predict(&mut live, eval)?));
+        say!("  p2u stage 0 ({} B): {}", enc.manifest.stages[0].cumulative_bytes, score(&predict(&mut live, eval)?));
         for chunk in &chunks {
             live.apply(chunk)?;
             if live.status().stage > stage {
                 stage = live.status().stage;
                 let s = &enc.manifest.stages[stage as usize];
-                println!("  p2u stage {stage} ({} B): {}", s.cumulative_bytes, score(&predict(&mut live, eval)?));
+                say!("  p2u stage {stage} ({} B): {}", s.cumulative_bytes, score(&predict(&mut live, eval)?));
             }
         }
         for bits in [2u8, 3, 4, 8] {
@@ -313,7 +320,7 @@ fn bench_model(m: &BenchModel, data_dir: &Path, limit: usize, calibration_items:
                 &rt,
             )?;
             let (_, mut b) = base_only(&model, m.name, &info, opts, bits, &rt)?;
-            println!("  {bits} bit: min/max RTN {}  |  p2u base {}", score(&predict(&mut a, eval)?), score(&predict(&mut b, eval)?));
+            say!("  {bits} bit: min/max RTN {}  |  p2u base {}", score(&predict(&mut a, eval)?), score(&predict(&mut b, eval)?));
         }
     }
     apply_vs_rebuild(&enc, &RuntimeOptions { input_shapes: vec![input_shape], ..Default::default() })?;
@@ -404,11 +411,11 @@ fn apply_vs_rebuild(enc: &p2u::Encoded, rt: &RuntimeOptions) -> Result<()> {
         rebuilds.push(s.elapsed().as_secs_f64() * 1e3);
     }
     let rebuild_ms = median(rebuilds);
-    println!("apply to the largest tensor {:?} ({:.2} M params) vs a full tract rebuild ({rebuild_ms:.1} ms):", info.name, n as f64 / 1e6);
+    say!("apply to the largest tensor {:?} ({:.2} M params) vs a full tract rebuild ({rebuild_ms:.1} ms):", info.name, n as f64 / 1e6);
     for (stage, bits, ms) in per_stage {
-        println!("  stage {stage} ({} bits): {ms:.2} ms = {:.4}× rebuild", bits, ms / rebuild_ms);
+        say!("  stage {stage} ({} bits): {ms:.2} ms = {:.4}× rebuild", bits, ms / rebuild_ms);
     }
-    println!(
+    say!(
         "inference {:?}: refining plan (weights as inputs) {refining_ms:.2} ms, final constant plan {constants_ms:.2} ms ({:.2}×); switch to the final plan {final_rebuild_ms:.1} ms",
         rt.input_shapes[0],
         refining_ms / constants_ms
@@ -418,7 +425,7 @@ fn apply_vs_rebuild(enc: &p2u::Encoded, rt: &RuntimeOptions) -> Result<()> {
 
 /// dequantize-and-add throughput over `n` weights, SIMD vs scalar.
 fn kernel_throughput(n: usize) -> Result<()> {
-    println!("\n=== dequantize-and-add kernel ({} M weights, per-channel scales, {} SIMD) ===", n as f64 / 1e6, p2u::kernels::simd_name());
+    say!("\n=== dequantize-and-add kernel ({} M weights, per-channel scales, {} SIMD) ===", n as f64 / 1e6, p2u::kernels::simd_name());
     for bits in [2u8, 4, 8] {
         let mut work = Workload::new(bits, n)?;
         let mut rate = |path| {
@@ -432,7 +439,7 @@ fn kernel_throughput(n: usize) -> Result<()> {
             work.bytes() as f64 / median(t) / 1e9
         };
         let (scalar, simd) = (rate(KernelPath::Scalar), rate(KernelPath::Simd));
-        println!("  {bits}-bit codes: scalar {scalar:.2} GB/s, simd {simd:.2} GB/s ({:.2}×) [GB of f32 weights updated]", simd / scalar);
+        say!("  {bits}-bit codes: scalar {scalar:.2} GB/s, simd {simd:.2} GB/s ({:.2}×) [GB of f32 weights updated]", simd / scalar);
     }
     Ok(())
 }
@@ -480,7 +487,7 @@ pub fn run(args: &[String]) -> Result<()> {
             if eval.labels.is_none() {
                 continue;
             }
-            println!("\n=== curve: {} ===", m.name);
+            say!("\n=== curve: {} ===", m.name);
             let bytes = read(&m.path)?;
             let info = p2u::encoder::file_info(m.name, &bytes);
             let rt = options_for(&eval, eval.batches[0].shape()[0]);
@@ -493,7 +500,7 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     for m in models.iter().filter(|m| a.get("only").is_none_or(|o| o == m.name)) {
         if !m.path.exists() {
-            println!("\n=== {}: {} not found, skipped ===", m.name, m.path.display());
+            say!("\n=== {}: {} not found, skipped ===", m.name, m.path.display());
             continue;
         }
         bench_model(m, &models_dir, limit, calibration_items, &opts)?;

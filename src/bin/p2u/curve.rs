@@ -71,11 +71,11 @@ pub fn curve(
         direct.push(Point { bytes: served_size(&q), accuracy: score(&mut m)?, label: format!("{bits} bit") });
     }
 
-    println!("accuracy vs bytes received ({}: {} images), fp32 file {} B:", eval.what(), eval.len(), info.bytes);
+    say!("accuracy vs bytes received ({}: {} images), fp32 file {} B:", eval.what(), eval.len(), info.bytes);
     let mut csv = String::from("series,bytes,top1,label\n");
     for (series, pts) in [("p2u", &p2u_points), ("p2u-base", &bases), ("direct", &direct)] {
         for p in pts.iter() {
-            println!("  {series:<6} {:>12} B  top-1 {:6.2}%  {}", p.bytes, p.accuracy, p.label);
+            say!("  {series:<6} {:>12} B  top-1 {:6.2}%  {}", p.bytes, p.accuracy, p.label);
             let _ = writeln!(csv, "{series},{},{:.4},{}", p.bytes, p.accuracy, p.label);
         }
     }
@@ -83,14 +83,14 @@ pub fn curve(
     let write = |file: String, text: &str| {
         let path = out.join(file);
         std::fs::write(&path, text).map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
-        println!("  wrote {}", path.display());
+        say!("  wrote {}", path.display());
         Ok::<_, Error>(())
     };
-    println!("p2u (stream or a base alone) at each direct point's budget:");
+    say!("p2u (stream or a base alone) at each direct point's budget:");
     for d in &direct {
         let best = p2u_points.iter().chain(&bases).filter(|p| p.bytes <= d.bytes).map(|p| p.accuracy).fold(f64::NAN, f64::max);
         let verdict = if best >= d.accuracy { "p2u ≥ direct" } else { "p2u < direct" };
-        println!("  direct {:<6} {:>10} B {:6.2}%  |  best p2u within it {:6.2}%  {verdict}", d.label, d.bytes, d.accuracy, best);
+        say!("  direct {:<6} {:>10} B {:6.2}%  |  best p2u within it {:6.2}%  {verdict}", d.label, d.bytes, d.accuracy, best);
     }
     write(format!("{name}.curve.csv"), &csv)?;
     write(format!("{name}.curve.svg"), &svg(name, &p2u_points, &bases, &direct, info.bytes))?;

@@ -1,5 +1,20 @@
 //! `p2u` — encode, inspect, export, verify and benchmark progressive models.
 
+/// `println!` for results on stdout that ends the process quietly (exit 0)
+/// when stdout is closed (`p2u inspect DIR | head`) instead of panicking.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+            eprintln!("p2u: error: writing to stdout: {e}");
+            std::process::exit(1);
+        }
+    }};
+}
+
 mod bench;
 mod curve;
 
@@ -11,6 +26,7 @@ use std::process::ExitCode;
 use p2u::calibrate::{self, images, Calibration};
 use p2u::encoder::{BaseBudget, ChunkOrder};
 use p2u::format::manifest::Manifest;
+use p2u::format::parse_hex;
 use p2u::format::stream::read_all;
 use p2u::{onnx, EncodeOptions, Error, ProgressiveModel, Result, RuntimeOptions};
 
@@ -71,7 +87,7 @@ fn main() -> ExitCode {
         Some("run") => run(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
         Some("-h" | "--help" | "help") | None => {
-            print!("{USAGE}");
+            say!("{}", USAGE.trim_end());
             return ExitCode::SUCCESS;
         }
         Some(other) => Err(Error::Invalid(format!("unknown command {other:?}\n\n{USAGE}"))),
@@ -395,17 +411,24 @@ pub fn load_manifest(dir: &Path) -> Result<Manifest> {
     let [path] = jsons.as_slice() else {
         return Err(Error::Invalid(format!("{} should hold exactly one manifest (*.json), found {}", dir.display(), jsons.len())));
     };
-    serde_json::from_slice(&read(path)?).map_err(|e| Error::Invalid(format!("manifest {}: {e}", path.display())))
+    Manifest::from_json(&read(path)?).map_err(|e| Error::Invalid(format!("manifest {}: {e}", path.display())))
 }
 
 fn print_stages(m: &Manifest) {
     let orig = m.original.bytes as f64;
-    println!(
+    say!(
         "{:>5} {:>7} {:>4} {:>12} {:>12} {:>8} {:>12} {:>10}",
-        "stage", "kind", "bits", "bytes", "cumulative", "of fp32", "weight rmse", "rel err"
+        "stage",
+        "kind",
+        "bits",
+        "bytes",
+        "cumulative",
+        "of fp32",
+        "weight rmse",
+        "rel err"
     );
     for s in &m.stages {
-        println!(
+        say!(
             "{:>5} {:>7} {:>4} {:>12} {:>12} {:>7.1}% {:>12.3e} {:>10.2e}",
             s.stage,
             s.kind,
@@ -423,21 +446,47 @@ fn inspect(args: &[String]) -> Result<()> {
     let a = Args::parse(args, &[])?;
     a.only(&[])?;
     let m = load_manifest(Path::new(a.pos(0, "DIR")?))?;
-    println!("model {}  original {} ({} bytes, sha256 {}…)", m.name, m.original.file, m.original.bytes, &m.original.sha256[..12]);
-    println!("base {} ({} bytes)  stream {} ({} bytes)", m.base.file, m.base.bytes, m.stream.file, m.stream.bytes);
+    say!("model {}  original {} ({} bytes, sha256 {}…)", m.name, m.original.file, m.original.bytes, short(&m.original.sha256));
+    say!("base {} ({} bytes)  stream {} ({} bytes)", m.base.file, m.base.bytes, m.stream.file, m.stream.bytes);
     print_stages(&m);
-    println!("\n{:<40} {:>16} {:>6} {:>5}  relative error per stage", "tensor", "shape", "groups", "bits");
+    say!("\n{:<40} {:>16} {:>6} {:>5}  relative error per stage", "tensor", "shape", "groups", "bits");
     for t in &m.tensors {
         let errs: Vec<String> = t.error.iter().map(|e| format!("{:.1e}", e.relative)).collect();
-        println!("{:<40} {:>16} {:>6} {:>5}  {}", t.name, format!("{:?}", t.dims), t.groups, t.base_bits, errs.join(" → "));
+        say!("{:<40} {:>16} {:>6} {:>5}  {}", t.name, format!("{:?}", t.dims), t.groups, t.base_bits, errs.join(" → "));
+    }
+    Ok(())
+}
+
+/// The first 12 characters of a hash for display (all of a shorter one).
+fn short(hash: &str) -> &str {
+    hash.char_indices().nth(12).map_or(hash, |(i, _)| &hash[..i])
+}
+
+/// Checks that `stage` is one of the manifest's stages.
+fn check_stage(m: &Manifest, stage: u32) -> Result<()> {
+    if stage > m.last_stage() {
+        return Err(Error::Invalid(format!("--stage {stage}: {} has stages 0..={}", m.name, m.last_stage())));
     }
     Ok(())
 }
 
 /// Opens an encoded directory as a live model fed with `stages` stages of
-/// its stream (`None` = all); returns it with the manifest.
+/// its stream (`None` = all); returns it with the manifest. A stage the
+/// manifest does not list is an error.
 pub fn open_at_stage(dir: &Path, stage: Option<u32>, options: RuntimeOptions) -> Result<(ProgressiveModel, Manifest)> {
     let m = load_manifest(dir)?;
+    if let Some(k) = stage {
+        check_stage(&m, k)?;
+    }
+    let hash = |h: &str, what: &str| match h {
+        "" => Ok(None),
+        h => parse_hex(h).map(Some).ok_or_else(|| Error::Invalid(format!("manifest {what} {h:?} is not a SHA-256 in hex"))),
+    };
+    let options = RuntimeOptions {
+        base_sha256: hash(&m.base.sha256, "base.sha256")?,
+        stream_header_sha256: hash(&m.stream_header_sha256, "stream_header_sha256")?,
+        ..options
+    };
     let mut model = ProgressiveModel::from_base(&read(&dir.join(&m.base.file))?, options)?;
     let stream = read(&dir.join(&m.stream.file))?;
     let (header, chunks) = read_all(&stream)?;
@@ -456,11 +505,7 @@ fn export(args: &[String]) -> Result<()> {
     let (model, what) = match (a.get("stage"), a.get("bytes")) {
         (Some(k), None) => {
             let stage: u32 = k.parse().map_err(|_| Error::Invalid("--stage takes a number".into()))?;
-            let m = load_manifest(&dir)?;
-            if stage as usize >= m.stages.len() {
-                return Err(Error::Invalid(format!("stage {stage}: {} has stages 0..={}", m.name, m.stages.len() - 1)));
-            }
-            let (model, _) = open_at_stage(&dir, Some(stage), RuntimeOptions::default())?;
+            let (model, m) = open_at_stage(&dir, Some(stage), RuntimeOptions::default())?;
             (model, format!("stage {stage}, {}", m.stages[stage as usize].kind))
         }
         (None, Some(n)) => {
@@ -539,9 +584,6 @@ fn verify(args: &[String]) -> Result<()> {
         checked += 1;
     }
     let quantized = model.weight_names().count();
-    println!(
-        "OK: all {checked} float tensors bit-identical to the original ({quantized} quantized, refined through {} stages)",
-        status.stages
-    );
+    say!("OK: all {checked} float tensors bit-identical to the original ({quantized} quantized, refined through {} stages)", status.stages);
     Ok(())
 }
