@@ -16,7 +16,8 @@ export const version = '0.1.0';
 export const DEFAULT_CACHE = 'p2u-v1';
 
 /** An error from p2u: `kind` says what went wrong ('network', 'abort',
- * 'header', 'chunk', 'truncated', 'mismatch', 'invalid', 'engine', …). */
+ * 'corrupt', 'mismatch', 'header', 'truncated', 'invalid', 'engine', …;
+ * the list is `P2uErrorKind` in p2u.d.ts). */
 export class P2uError extends Error {
   constructor(message, kind, options) {
     super(message, options);
@@ -81,57 +82,166 @@ async function openCache(option) {
   }
 }
 
-/** A cached copy of `url` if it is complete and matches `sha256` (when known). */
+/** A cached copy of `url` if its label matches `sha256` (when known). The
+ * bytes are checked again when used: the runtime verifies them. */
 async function cached(cache, url, sha256) {
   if (!cache) return null;
-  const hit = await cache.match(url);
+  let hit;
+  try {
+    hit = await cache.match(url);
+  } catch {
+    return null;
+  }
   if (!hit) return null;
   if (sha256 && hit.headers.get('x-p2u-sha256') !== sha256) {
-    await cache.delete(url);
+    await forget(cache, url);
     return null;
   }
   return hit;
 }
 
-/** Stores a completed file in the cache (errors only cost the cache). */
-async function store(cache, url, bytesOrStream, sha256, length) {
-  if (!cache) return;
-  const headers = { 'content-type': 'application/octet-stream' };
-  if (length > 0) headers['content-length'] = String(length);
-  if (sha256) headers['x-p2u-sha256'] = sha256;
+/** Removes a cache entry (a stale or corrupt copy). */
+async function forget(cache, url) {
   try {
-    await cache.put(url, new Response(bytesOrStream, { headers }));
+    await cache?.delete(url);
   } catch {
-    /* quota, or the tee'd download failed: nothing stored */
+    /* nothing to do: the entry is checked again when used */
   }
 }
 
+function cacheHeaders(sha256, length) {
+  const headers = { 'content-type': 'application/octet-stream' };
+  if (length > 0) headers['content-length'] = String(length);
+  if (sha256) headers['x-p2u-sha256'] = sha256;
+  return headers;
+}
+
+/** Stores verified bytes in the cache. A failure (quota, say) costs only
+ * the cache: it is reported to `onCacheError` and the model goes on. */
+async function store(cache, url, bytes, sha256, net) {
+  if (!cache) return;
+  try {
+    await cache.put(url, new Response(bytes, { headers: cacheHeaders(sha256, bytes.length) }));
+  } catch (e) {
+    net.onCacheError?.({ url, error: asP2uError(e, 'io') });
+  }
+}
+
+/**
+ * A cache entry written as verified bytes arrive: `write()` after the
+ * runtime accepted them, `commit()` once the whole file is verified;
+ * `abort()` (or never committing) leaves nothing in the cache.
+ */
+function cacheWriter(cache, url, sha256, total, net) {
+  const { readable, writable } = new TransformStream();
+  const writer = writable.getWriter();
+  let failed = false;
+  const put = cache.put(url, new Response(readable, { headers: cacheHeaders(sha256, total) })).catch((e) => {
+    if (!failed) net.onCacheError?.({ url, error: asP2uError(e, 'io') });
+    failed = true;
+  });
+  return {
+    write(bytes) {
+      if (!failed) writer.write(bytes.slice()).catch(() => {});
+    },
+    async commit() {
+      if (!failed) await writer.close().catch(() => {});
+      await put;
+    },
+    abort(reason) {
+      if (failed) return;
+      failed = true;
+      writer.abort(reason).catch(() => {});
+    },
+  };
+}
+
+/** The network options of a load, with their defaults. */
+function netOptions(o) {
+  return {
+    retries: o.retries ?? 3,
+    retryDelayMs: o.retryDelayMs ?? 500,
+    stallTimeoutMs: o.stallTimeoutMs ?? 20000,
+    onRetry: o.onRetry,
+    onCacheError: o.onCacheError,
+  };
+}
+
+/** Delay before retry `attempt` (1, 2, …): doubling, at most 30 s. */
+const backoff = (net, attempt) => Math.min(30000, net.retryDelayMs * 2 ** (attempt - 1));
+
+/** Whether a request that failed with `err` may succeed when repeated. */
+function retriable(err) {
+  if (err.kind === 'truncated') return true;
+  if (err.kind !== 'network') return false;
+  return err.status === undefined || err.status === 408 || err.status === 429 || err.status >= 500;
+}
+
 function httpError(url, res) {
-  const e = new P2uError(`GET ${url}: HTTP ${res.status} ${res.statusText}`, 'network');
+  const e = new P2uError(`GET ${url}: HTTP ${res.status} ${res.statusText}`.trimEnd(), 'network');
   e.status = res.status;
   return e;
 }
 
-async function fetchOk(url, init) {
+/** fetch() that names the URL in its errors and gives up on a server that
+ * sends no response headers within `stallMs`. `okStatus` lists the
+ * non-2xx statuses the caller handles itself. `init.signal` aborts the
+ * request and, later, its body. */
+async function fetchOk(url, init, stallMs = 0, okStatus = []) {
+  const ctl = new AbortController();
+  const outer = init?.signal;
+  const onAbort = () => ctl.abort(outer.reason);
+  outer?.addEventListener('abort', onAbort, { once: true });
+  const timer = stallMs > 0 ? setTimeout(() => ctl.abort(new P2uError(`GET ${url}: no response in ${stallMs} ms`, 'network')), stallMs) : 0;
   let res;
   try {
-    res = await fetch(url, init);
+    res = await fetch(url, { ...init, signal: ctl.signal });
   } catch (e) {
-    if (init?.signal?.aborted) throw asP2uError(init.signal.reason ?? e, 'abort');
+    if (outer?.aborted) throw asP2uError(outer.reason ?? e, 'abort');
+    if (ctl.signal.reason instanceof P2uError) throw ctl.signal.reason;
     throw new P2uError(`GET ${url}: ${e.message}`, 'network', { cause: e });
+  } finally {
+    clearTimeout(timer);
   }
-  if (!res.ok) throw httpError(url, res);
+  if (!res.ok && !okStatus.includes(res.status)) throw httpError(url, res);
   return res;
 }
 
-/** Reads a whole response into one buffer, reporting progress. */
-async function readAll(res, total, onBytes) {
+/** The next piece of a body; a 'network' error after `stallMs` without a byte. */
+async function readWithin(reader, stallMs, url) {
+  if (!(stallMs > 0)) return reader.read();
+  let timer;
+  const stalled = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new P2uError(`GET ${url}: no data for ${stallMs} ms (stalled)`, 'network')), stallMs);
+  });
+  try {
+    return await Promise.race([reader.read(), stalled]);
+  } catch (e) {
+    reader.cancel().catch(() => {});
+    if (e instanceof P2uError) throw e;
+    throw new P2uError(`GET ${url}: ${e.message}`, 'network', { cause: e });
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Largest buffer allocated up front from a declared size (a manifest or
+ * a header may lie; beyond it the buffer grows as bytes really arrive). */
+const MAX_PREALLOC = 64 << 20;
+
+/** Reads a whole response into one buffer, reporting progress; more than
+ * `limit` bytes (when given) is an error. */
+async function readAll(res, url, { sizeHint = 0, limit = Infinity, stallMs = 0, onBytes } = {}) {
   const reader = res.body.getReader();
-  let buf = new Uint8Array(total > 0 ? total : 1 << 20);
+  let buf = new Uint8Array(Math.min(Math.max(sizeHint, 1 << 16), MAX_PREALLOC));
   let len = 0;
   for (;;) {
-    const { done, value } = await reader.read();
+    const { done, value } = await readWithin(reader, stallMs, url);
     if (done) break;
+    if (len + value.length > limit) {
+      reader.cancel().catch(() => {});
+      throw new P2uError(`GET ${url}: more than the ${limit} bytes the manifest declares`, 'corrupt');
+    }
     if (len + value.length > buf.length) {
       const bigger = new Uint8Array(Math.max(buf.length * 2, len + value.length));
       bigger.set(buf.subarray(0, len));
@@ -139,9 +249,25 @@ async function readAll(res, total, onBytes) {
     }
     buf.set(value, len);
     len += value.length;
-    onBytes(len);
+    onBytes?.(len);
   }
   return buf.subarray(0, len);
+}
+
+/** Runs `fetchOnce(attempt)` until it succeeds, retrying what may succeed
+ * when repeated (network errors, 5xx, 408, 429, stalls) with backoff. */
+async function withRetries(file, net, signal, fetchOnce) {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await fetchOnce(attempt);
+    } catch (e) {
+      if (signal.aborted) throw asP2uError(signal.reason ?? e, 'abort');
+      const err = asP2uError(e, 'network');
+      if (!retriable(err) || attempt >= net.retries) throw err;
+      net.onRetry?.({ file, attempt: attempt + 1, offset: 0, error: err });
+      await sleep(backoff(net, attempt + 1), signal);
+    }
+  }
 }
 
 function resolveFiles(source) {
@@ -380,56 +506,143 @@ class Patcher {
   }
 }
 
+/** `start` of a 206 response's Content-Range, or NaN. */
+function rangeStart(res) {
+  const m = /^bytes (\d+)-\d+\/(\d+|\*)$/.exec(res.headers.get('content-range') ?? '');
+  return m ? Number(m[1]) : NaN;
+}
+
+function concatBytes(parts) {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
+/** Errors of bytes from the cache that the network may not repeat. */
+const CACHED_COPY_FAULTS = ['corrupt', 'mismatch', 'header', 'truncated'];
+
 /**
  * Streams the residual file into the model, starting with `first` (a cache
- * hit, or the request `load()` already made); resumes with a Range request
- * from the first missing byte after a network failure (up to `retries`
- * times); copies a download that starts at byte 0 into the cache.
+ * hit, or the request `load()` already made).
+ *
+ * After a network failure it resumes from the first missing byte with a
+ * Range request guarded by If-Range (the first response's ETag or
+ * Last-Modified), up to `retries` times with backoff. A 206 must start
+ * where asked, or earlier (the overlap is skipped); a 200 means the server
+ * ignored the range or the file changed: the download restarts at byte 0
+ * and goes on only if the stream header is the one already read (the
+ * header lists every chunk's SHA-256, so an equal header means an equal
+ * file). A 416 means nothing is left. A cached copy that fails verification
+ * is deleted and the rest fetched from the network from the last good
+ * chunk. A verified download (the manifest names the header's hash) is
+ * written to the cache as it is applied and committed only once complete.
  */
-async function streamInto(model, url, opts, cache, sha256, total, first) {
+async function streamInto(model, { url, opts, cache, label, total, first, verified }) {
   const signal = model._signal;
+  const net = netOptions(opts);
   const patcher = new Patcher(model, opts);
-  const progress = (loaded) => opts.onProgress?.({ file: 'stream', loaded, total });
-  let attempt = 0;
-  for (;;) {
-    const offset = model._wasm().received;
+  const wasm = () => model._wasm();
+  const progress = () => opts.onProgress?.({ file: 'stream', loaded: wasm().received, total });
+  let validator = null;
+  let writer = null;
+  let fromCache = first.cached;
+  let failures = 0;
+  for (let request = 0; ; request++) {
+    const offset = wasm().received;
     try {
-      const fromCache = attempt === 0 && first.cached;
-      const headers = offset > 0 ? { Range: `bytes=${offset}-` } : {};
-      let res = await (attempt === 0 ? first.response : fetchOk(url, { signal, headers, cache: 'no-store' }));
-      let skip = offset > 0 && res.status !== 206 ? offset : 0; // server ignored Range
-      if (offset === 0 && cache && !fromCache) {
-        const [mine, forCache] = res.body.tee();
-        store(cache, url, forCache, sha256, total);
-        res = new Response(mine);
-      }
-      const reader = res.body.getReader();
-      signal.addEventListener('abort', () => reader.cancel().catch(() => {}), { once: true });
-      for (;;) {
-        const { done, value } = await reader.read();
-        if (signal.aborted) throw signal.reason;
-        if (done) break;
-        let bytes = value;
-        if (skip > 0) {
-          const n = Math.min(skip, bytes.length);
-          skip -= n;
-          bytes = bytes.subarray(n);
-          if (bytes.length === 0) continue;
+      let res;
+      if (request === 0) {
+        res = await first.response;
+      } else {
+        const headers = {};
+        if (offset > 0) {
+          headers.Range = `bytes=${offset}-`;
+          if (validator) headers['If-Range'] = validator;
         }
-        await patcher.push(bytes);
-        progress(model._wasm().received);
+        res = await fetchOk(url, { signal, headers, cache: 'no-store' }, net.stallTimeoutMs, [416]);
       }
-      model._wasm().finishStream();
+      if (!fromCache) validator ??= res.headers.get('etag') ?? res.headers.get('last-modified');
+      if (res.status === 416) {
+        // nothing after `offset`: every byte had arrived
+        res.body?.cancel().catch(() => {});
+      } else {
+        let skip = 0;
+        let restart = null; // a download from byte 0 whose header is not yet compared
+        if (offset > 0 && res.status === 206) {
+          const start = rangeStart(res);
+          if (!(start <= offset)) {
+            throw new P2uError(
+              `GET ${url}: asked for bytes ${offset}-, got ${res.headers.get('content-range') ?? 'no Content-Range'}`,
+              'network',
+            );
+          }
+          skip = offset - start;
+        } else if (offset > 0) {
+          skip = offset;
+          if (wasm().headerRead) restart = [];
+        }
+        if (offset === 0 && !fromCache && cache && verified) writer ??= cacheWriter(cache, url, label, total, net);
+        const reader = res.body.getReader();
+        const cancel = () => reader.cancel().catch(() => {});
+        signal.addEventListener('abort', cancel, { once: true });
+        try {
+          for (;;) {
+            const { done, value } = await readWithin(reader, net.stallTimeoutMs, url);
+            if (signal.aborted) throw signal.reason;
+            if (done) break;
+            let bytes = value;
+            if (restart) {
+              restart.push(bytes);
+              bytes = concatBytes(restart);
+              const same = wasm().sameStreamHeader(bytes);
+              if (same === undefined) continue;
+              if (!same) {
+                throw new P2uError(
+                  `${url} changed on the server during the download (its header differs from the one read); ` +
+                    `the model keeps stage ${wasm().status().stage}`,
+                  'corrupt',
+                );
+              }
+              restart = null;
+            }
+            if (skip > 0) {
+              const n = Math.min(skip, bytes.length);
+              skip -= n;
+              bytes = bytes.subarray(n);
+              if (bytes.length === 0) continue;
+            }
+            await patcher.push(bytes);
+            writer?.write(bytes);
+            progress();
+          }
+        } finally {
+          signal.removeEventListener('abort', cancel);
+        }
+      }
+      wasm().finishStream();
+      await writer?.commit();
       return { longestStepMs: patcher.longestStepMs };
     } catch (e) {
-      if (signal.aborted) throw asP2uError(signal.reason ?? e, 'abort');
-      const err = asP2uError(e, 'network');
-      // Bad data never gets better by retrying; a network failure may.
-      const retriable = err.kind === 'network' || err.kind === 'truncated';
-      if (!retriable || attempt >= (opts.retries ?? 3)) throw err;
-      attempt += 1;
-      opts.onRetry?.({ attempt, offset: model._wasm().received, error: err });
-      await sleep((opts.retryDelayMs ?? 500) * attempt, signal);
+      const err = signal.aborted ? asP2uError(signal.reason ?? e, 'abort') : asP2uError(e, 'network');
+      if (!signal.aborted && fromCache && CACHED_COPY_FAULTS.includes(err.kind)) {
+        // a damaged cached copy: forget it and fetch the rest from the network
+        await forget(cache, url);
+        net.onCacheError?.({ url, error: err });
+        wasm().rewind();
+        fromCache = false;
+        continue;
+      }
+      if (signal.aborted || !retriable(err) || failures >= net.retries) {
+        writer?.abort(err);
+        throw err;
+      }
+      failures += 1;
+      net.onRetry?.({ file: 'stream', attempt: failures, offset: wasm().received, error: err });
+      await sleep(backoff(net, failures), signal);
     }
   }
 }
@@ -469,8 +682,9 @@ export async function loadOnnx(bytes, options = {}) {
  *
  * @param source URL of the manifest (`NAME.json`, next to NAME.base.onnx and
  *   NAME.p2u), or `{ base, stream }` URLs.
- * @param options `{ onProgress, onStage, onRetry, signal, inputDims, cache,
- *   retries, retryDelayMs, wasm, waitForCached }` — see p2u.d.ts.
+ * @param options `{ onProgress, onStage, onRetry, onCacheError, signal,
+ *   inputDims, cache, retries, retryDelayMs, stallTimeoutMs, wasm,
+ *   waitForCached }` — see p2u.d.ts.
  * @returns a promise of a {@link P2uModel} that resolves once the base runs
  *   (or, with everything in the cache, once the exact model runs).
  */
@@ -489,8 +703,16 @@ export async function load(source, options = {}) {
   }
 }
 
+/** Largest manifest read. */
+const MAX_MANIFEST = 16 << 20;
+
+/** A SHA-256 in hex, or '' (the runtime then checks nothing for it). */
+const sha256Hex = (h) => (typeof h === 'string' && /^[0-9a-fA-F]{64}$/.test(h) ? h : '');
+
 async function loadWith(source, options, abort, t0) {
   const signal = abort.signal;
+  const net = netOptions(options);
+  const stallMs = net.stallTimeoutMs;
   let files = resolveFiles(source);
   // The wasm runtime compiles while the manifest and the base download.
   const wasmReady = init(options.wasm);
@@ -498,38 +720,59 @@ async function loadWith(source, options, abort, t0) {
   const cache = await openCache(options.cache ?? true);
   let manifest = null;
   if (files.manifestUrl) {
-    let text;
+    const url = files.manifestUrl;
+    let bytes;
     try {
-      text = await (await fetchOk(files.manifestUrl, { signal })).text();
-      store(cache, files.manifestUrl, text, null, new TextEncoder().encode(text).length);
+      bytes = await withRetries('manifest', net, signal, async () =>
+        readAll(await fetchOk(url, { signal }, stallMs), url, { limit: MAX_MANIFEST, stallMs }),
+      );
     } catch (e) {
       // Offline (not an HTTP error): a cached manifest lets cached files serve.
-      const hit = e.kind === 'network' && !e.status ? await cached(cache, files.manifestUrl) : null;
+      const hit = e.kind === 'network' && !e.status ? await cached(cache, url) : null;
       if (!hit) throw asP2uError(e, 'network');
-      text = await hit.text();
+      bytes = new Uint8Array(await hit.arrayBuffer());
     }
     try {
-      manifest = JSON.parse(text);
+      manifest = JSON.parse(new TextDecoder().decode(bytes));
     } catch (e) {
-      throw new P2uError(`${files.manifestUrl} is not a p2u manifest (JSON): ${e.message}`, 'invalid', { cause: e });
+      throw new P2uError(`${url} is not a p2u manifest (JSON): ${e.message}`, 'invalid', { cause: e });
     }
     if (!manifest?.base?.file || !manifest?.stream?.file) {
-      throw new P2uError(`${files.manifestUrl} is not a p2u manifest (no base/stream files)`, 'invalid');
+      throw new P2uError(`${url} is not a p2u manifest (no base/stream files)`, 'invalid');
     }
+    store(cache, url, bytes, null, net);
     files = {
-      baseUrl: new URL(manifest.base.file, files.manifestUrl).href,
-      streamUrl: new URL(manifest.stream.file, files.manifestUrl).href,
+      baseUrl: new URL(manifest.base.file, url).href,
+      streamUrl: new URL(manifest.stream.file, url).href,
     };
   }
-  const baseSha = manifest?.base?.sha256;
-  const streamSha = manifest?.stream?.sha256;
+  const baseSha = sha256Hex(manifest?.base?.sha256);
+  const headerSha = sha256Hex(manifest?.stream_header_sha256);
+  const streamLabel = sha256Hex(manifest?.stream?.sha256);
+  // Only what the manifest lets the runtime verify is ever cached.
+  const verified = !!(baseSha && headerSha && streamLabel);
+  const baseLimit = Number(manifest?.base?.bytes) > 0 ? Number(manifest.base.bytes) : Infinity;
+  const onBase = (loaded) => options.onProgress?.({ file: 'base', loaded, total: Number.isFinite(baseLimit) ? baseLimit : 0 });
+  const downloadBase = () =>
+    withRetries('base', net, signal, async () => {
+      const res = await fetchOk(files.baseUrl, { signal }, stallMs);
+      const declared = res.headers.get('content-encoding') ? 0 : Number(res.headers.get('content-length') ?? 0);
+      const sizeHint = Math.min(baseLimit, declared || baseLimit);
+      return readAll(res, files.baseUrl, { sizeHint: Number.isFinite(sizeHint) ? sizeHint : 0, limit: baseLimit, stallMs, onBytes: onBase });
+    });
 
-  let baseRes = await cached(cache, files.baseUrl, baseSha);
-  const baseFromCache = !!baseRes;
-  if (!baseRes) baseRes = await fetchOk(files.baseUrl, { signal });
-  const baseTotal = manifest?.base?.bytes ?? Number(baseRes.headers.get('content-length') ?? 0);
-  let base = await readAll(baseRes, baseTotal, (loaded) => options.onProgress?.({ file: 'base', loaded, total: baseTotal }));
-  if (!baseFromCache) store(cache, files.baseUrl, base, baseSha, base.length);
+  let base = null;
+  let baseFromCache = false;
+  const baseHit = verified ? await cached(cache, files.baseUrl, baseSha) : null;
+  if (baseHit) {
+    try {
+      base = await readAll(baseHit, files.baseUrl, { sizeHint: baseLimit, limit: baseLimit, onBytes: onBase });
+      baseFromCache = true;
+    } catch {
+      base = null;
+    }
+  }
+  base ??= await downloadBase();
 
   // The stream waits for the runtime: on a first visit the wasm is still
   // downloading, and a stream sharing its link would delay the preview to
@@ -537,18 +780,37 @@ async function loadWith(source, options, abort, t0) {
   // model builds: ask for the stream now (its body waits, bounded by the
   // browser's own backpressure, until read).
   await wasmReady;
-  const streamHit = await cached(cache, files.streamUrl, streamSha);
+  const streamHit = verified ? await cached(cache, files.streamUrl, streamLabel) : null;
   const streamCached = !!streamHit;
-  const first = { cached: streamCached, response: streamHit ? Promise.resolve(streamHit) : fetchOk(files.streamUrl, { signal, cache: 'no-store' }) };
+  const first = {
+    cached: streamCached,
+    response: streamHit ? Promise.resolve(streamHit) : fetchOk(files.streamUrl, { signal, cache: 'no-store' }, stallMs),
+  };
   first.response.catch(() => {});
 
   const { dims, ranks } = inputShapes(options.inputDims);
+  const keepInputs = (options.finalPlan ?? 'constants') === 'inputs';
+  const build = (bytes) => {
+    try {
+      return new WasmModel(bytes, dims, ranks, keepInputs, baseSha, headerSha);
+    } catch (e) {
+      throw asP2uError(e, 'onnx');
+    }
+  };
   let wasm;
   try {
-    wasm = new WasmModel(base, dims, ranks, (options.finalPlan ?? 'constants') === 'inputs');
+    wasm = build(base);
   } catch (e) {
-    throw asP2uError(e, 'onnx');
+    if (!baseFromCache) throw e;
+    // a damaged cached base: forget it and download it again
+    await forget(cache, files.baseUrl);
+    net.onCacheError?.({ url: files.baseUrl, error: e });
+    base = await downloadBase();
+    baseFromCache = false;
+    wasm = build(base);
   }
+  // verified by the runtime (its SHA-256 is the manifest's): safe to cache
+  if (!baseFromCache && verified) store(cache, files.baseUrl, base, baseSha, net);
   base = null;
   const model = new P2uModel(wasm, {
     manifest,
@@ -558,7 +820,15 @@ async function loadWith(source, options, abort, t0) {
   });
   options.onStage?.(model.status);
 
-  const streaming = streamInto(model, files.streamUrl, options, cache, streamSha, manifest?.stream?.bytes ?? 0, first).then(
+  const streaming = streamInto(model, {
+    url: files.streamUrl,
+    opts: options,
+    cache,
+    label: streamLabel,
+    total: Number(manifest?.stream?.bytes) > 0 ? Number(manifest.stream.bytes) : 0,
+    first,
+    verified,
+  }).then(
     async (info) => {
       const t = now();
       try {
@@ -648,7 +918,7 @@ export class P2uWorkerModel extends ModelView {
  * (onProgress, onStage, onRetry) and `signal` work as with `load()`.
  */
 export function loadInWorker(source, options = {}) {
-  const { onProgress, onStage, onRetry, signal, workerUrl, ...rest } = options;
+  const { onProgress, onStage, onRetry, onCacheError, signal, workerUrl, ...rest } = options;
   let files;
   try {
     files = resolveFiles(source); // absolute: the worker resolves against its own URL
@@ -672,6 +942,9 @@ export function loadInWorker(source, options = {}) {
           break;
         case 'retry':
           onRetry?.({ ...msg.retry, error: new P2uError(msg.retry.error.message, msg.retry.error.kind) });
+          break;
+        case 'cacheError':
+          onCacheError?.({ ...msg.cacheError, error: new P2uError(msg.cacheError.error.message, msg.cacheError.error.kind) });
           break;
         case 'loaded':
           resolve(new P2uWorkerModel(worker, msg, (h) => handlers.add(h)));

@@ -18,7 +18,8 @@ self.onmessage = async ({ data: msg }) => {
           signal: stop.signal,
           onProgress: (p) => self.postMessage({ type: 'progress', progress: p }),
           onStage: (s) => self.postMessage({ type: 'stage', status: s }),
-          onRetry: (r) => self.postMessage({ type: 'retry', retry: { attempt: r.attempt, offset: r.offset, error: errorOf(r.error) } }),
+          onRetry: (r) => self.postMessage({ type: 'retry', retry: { file: r.file, attempt: r.attempt, offset: r.offset, error: errorOf(r.error) } }),
+          onCacheError: (c) => self.postMessage({ type: 'cacheError', cacheError: { url: c.url, error: errorOf(c.error) } }),
         });
       } catch (e) {
         self.postMessage({ type: 'loadError', error: errorOf(e) });

@@ -10,6 +10,8 @@ p2u="${CARGO_TARGET_DIR:-$HOME/.cache/p2u/target}/release/p2u"
 mkdir -p "$out"
 "$p2u" encode "$models/resnet_fmnist.onnx" -o "$out/resnet" >/dev/null 2>&1
 "$p2u" encode "$models/mobilenetv2_imagenet.onnx" -o "$out/mnv2" >/dev/null 2>&1
+# a second encode of the same model: the "file changed on the server" of the fault tests
+"$p2u" encode "$models/resnet_fmnist.onnx" --base-bits 3 --order layer -o "$out/resnet3" >/dev/null 2>&1
 install -m 644 "$models/mobilenetv2_imagenet.onnx" "$out/mnv2_original.onnx"
 install -m 644 "$models/resnet_fmnist.onnx" "$out/resnet_original.onnx"
 python3 - "$models" "$out" <<'PY'

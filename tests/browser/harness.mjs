@@ -57,3 +57,20 @@ export async function open(extraMounts = {}, { viewport } = {}) {
     },
   };
 }
+
+/** `inPage(fn, arg)` runs `fn(p2u, { f32, bits, arg })` in `h`'s page with
+ * the package imported (`f32(url)` fetches a raw f32 file, `bits(a)` gives
+ * a Float32Array's bit patterns for exact comparisons). */
+export function pageRunner(h) {
+  return (fn, arg) =>
+    h.page.evaluate(
+      async ([src, arg]) => {
+        const p2u = await import('/pkg/p2u.js');
+        const f32 = async (url) => new Float32Array(await (await fetch(url)).arrayBuffer());
+        const bits = (a) => Array.from(new Uint32Array(a.buffer, a.byteOffset, a.length));
+        const fn = new Function(`return (${src})`)();
+        return fn(p2u, { f32, bits, arg });
+      },
+      [fn.toString(), arg],
+    );
+}

@@ -3,7 +3,7 @@
 
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { open, f32Bits, fixtures } from './harness.mjs';
+import { open, f32Bits, fixtures, pageRunner } from './harness.mjs';
 
 const MNV2 = '/fx/mnv2/mobilenetv2_imagenet.json';
 const RESNET = '/fx/resnet/resnet_fmnist.json';
@@ -21,18 +21,7 @@ after(async () => {
 });
 
 /** Runs `fn(p2u, ctx)` in the page with the package imported. */
-function inPage(fn, arg) {
-  return h.page.evaluate(
-    async ([src, arg]) => {
-      const p2u = await import('/pkg/p2u.js');
-      const f32 = async (url) => new Float32Array(await (await fetch(url)).arrayBuffer());
-      const bits = (a) => Array.from(new Uint32Array(a.buffer, a.byteOffset, a.length));
-      const fn = new Function(`return (${src})`)();
-      return fn(p2u, { f32, bits, arg });
-    },
-    [fn.toString(), arg],
-  );
-}
+const inPage = (fn, arg) => pageRunner(h)(fn, arg);
 
 const ORIGINALS = {
   resnet: { onnx: '/fx/resnet_original.onnx', input: '/fx/resnet_input.f32', dims: RESNET_DIMS },
@@ -162,8 +151,8 @@ describe('streaming in Chromium', () => {
       const y = await m.run(await f32('/fx/resnet_input.f32'), arg.dims);
       return { err, retries: retries.length, status: m.status, stage: y.stage };
     }, { url: RESNET, dims: RESNET_DIMS });
-    assert.equal(r.err.kind, 'chunk');
-    assert.match(r.err.message, /rejected chunk #\d+ at byte \d+: checksum mismatch/);
+    assert.equal(r.err.kind, 'corrupt');
+    assert.match(r.err.message, /rejected chunk #\d+ at byte \d+: corrupt data: checksum mismatch/);
     assert.equal(r.retries, 0, 'bad data is not retried');
     assert.ok(r.status.chunksApplied > 0 && !r.status.exact);
     assert.equal(r.stage, r.status.stage);
