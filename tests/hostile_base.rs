@@ -177,3 +177,17 @@ fn every_truncation_of_a_real_base_is_a_typed_error() {
         }
     }
 }
+
+#[test]
+fn nodes_missing_inputs_or_outputs_are_refused() {
+    // found by the fuzzer: tract indexes a Flatten's outputs without checking
+    let mut m = real_base();
+    let g = m.graph.as_mut().unwrap();
+    let f = g.node.iter_mut().find(|n| n.op_type == "Flatten").unwrap();
+    f.output.clear();
+    assert_corrupt(&m, "has no output");
+    let mut m = real_base();
+    let g = m.graph.as_mut().unwrap();
+    g.node.iter_mut().find(|n| n.op_type == "MatMul").unwrap().input.truncate(1);
+    assert_corrupt(&m, "has 1 inputs, needs 2");
+}

@@ -137,6 +137,66 @@ pub fn check_tensor(t: &TensorProto) -> Result<u64> {
     Ok(n)
 }
 
+/// Ops that may have no (leading) input: no inputs at all, or an optional
+/// first one (`Loop`'s trip count).
+const NULLARY: &[&str] = &["Constant", "RandomNormal", "RandomUniform", "Loop", "SequenceEmpty", "Optional"];
+/// Ops that need (at least) two inputs.
+const BINARY: &[&str] = &[
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Pow",
+    "Max",
+    "Min",
+    "Equal",
+    "Less",
+    "Greater",
+    "LessOrEqual",
+    "GreaterOrEqual",
+    "And",
+    "Or",
+    "Xor",
+    "BitShift",
+    "Mod",
+    "PRelu",
+    "MatMul",
+    "Gemm",
+    "Conv",
+    "ConvTranspose",
+    "Reshape",
+    "Gather",
+    "GatherElements",
+    "GatherND",
+    "Expand",
+    "Tile",
+    "DequantizeLinear",
+    "QuantizeLinear",
+    "ScatterElements",
+    "ScatterND",
+];
+
+/// Checks the input and output counts tract relies on without checking
+/// (it indexes `outputs[0]` and `inputs[0]` directly for some ops).
+fn check_arity(n: &NodeProto) -> Result<()> {
+    let what = || format!("node {:?} ({})", n.name, n.op_type);
+    if n.output.first().is_none_or(String::is_empty) {
+        return Err(corrupt(format!("{} has no output", what())));
+    }
+    let given = n.input.iter().take_while(|i| !i.is_empty()).count();
+    let need = if NULLARY.contains(&n.op_type.as_str()) {
+        0
+    } else if BINARY.contains(&n.op_type.as_str()) || n.op_type == "Where" {
+        2 + usize::from(n.op_type == "Where")
+    } else {
+        1
+    };
+    if given < need {
+        return Err(corrupt(format!("{} has {given} inputs, needs {need}", what())));
+    }
+    Ok(())
+}
+
 /// Integer values of a small INT64/INT32 tensor.
 fn small_ints(t: &TensorProto) -> Option<Vec<i64>> {
     let n = t.dims.iter().product::<i64>();
@@ -189,6 +249,7 @@ impl Checker {
             return Err(Error::Unsupported(format!("sparse initializer {:?}", t.values.as_ref().map_or("", |v| v.name.as_str()))));
         }
         for n in &g.node {
+            check_arity(n)?;
             for i in n.input.iter().filter(|i| !i.is_empty()) {
                 if !known.contains(i) {
                     return Err(corrupt(format!("node {:?} ({}) reads {i:?}, which nothing before it defines", n.name, n.op_type)));
