@@ -535,7 +535,7 @@ const CACHED_COPY_FAULTS = ['corrupt', 'mismatch', 'header', 'truncated'];
  * where asked, or earlier (the overlap is skipped); a 200 means the server
  * ignored the range or the file changed: the download restarts at byte 0
  * and goes on only if the stream header is the one already read (the
- * header lists every chunk's SHA-256, so an equal header means an equal
+ * header lists every chunk's digest, so an equal header means an equal
  * file). A 416 means nothing is left. A cached copy that fails verification
  * is deleted and the rest fetched from the network from the last good
  * chunk. A verified download (the manifest names the header's hash) is

@@ -22,7 +22,7 @@ use crate::calibrate::{self, Calibration, Origin, SyntheticSpec};
 use crate::error::{Error, Result};
 use crate::format::manifest::{FileInfo, Manifest, StageInfo, TensorInfo, MANIFEST_VERSION};
 use crate::format::stream::{Chunk, Stage, StageKind, StreamHeader, TensorEntry};
-use crate::format::{hex, payload, sha256, tensor_hash, weights_hash, Hash};
+use crate::format::{chunk_digest, hex, payload, sha256, tensor_hash, weights_hash, Hash};
 use crate::onnx::{self, BaseWeight, Weight};
 use crate::quant::gptq::{self, Factor};
 use crate::quant::{self, apply_codes, exact, BaseCode, ErrorStats, Grid, InputStats, StageCodes};
@@ -685,7 +685,7 @@ fn assemble(
             .map(|(w, e)| TensorEntry { name: w.name.clone(), dims: w.dims.clone(), grid: e.grid, hash: e.hash })
             .collect(),
         chunk_count: (weights.len() * (stages.len() - 1)) as u32,
-        chunk_digests: frames.iter().map(|f| sha256(f)).collect(),
+        chunk_digests: frames.iter().map(|f| chunk_digest(f)).collect(),
     };
     let mut stream = header.to_bytes();
     let header_len = stream.len() as u64;

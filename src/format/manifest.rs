@@ -22,7 +22,7 @@ pub struct Manifest {
     /// The residual stream file.
     pub stream: FileInfo,
     /// SHA-256 of the stream's header (its first bytes, prefix through
-    /// CRC). The header lists every chunk's SHA-256, so a runtime that
+    /// CRC). The header lists every chunk's digest, so a runtime that
     /// checks the header against this hash verifies each chunk as it
     /// arrives, before applying it.
     #[serde(default)]

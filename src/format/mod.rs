@@ -17,6 +17,15 @@ pub fn sha256(bytes: &[u8]) -> Hash {
     Sha256::digest(bytes).into()
 }
 
+/// Digest of a stream chunk's frame (BLAKE3, 256 bits), as listed in the
+/// stream header. [`ChunkHasher`] computes it in pieces.
+pub fn chunk_digest(frame: &[u8]) -> Hash {
+    blake3::hash(frame).into()
+}
+
+/// [`chunk_digest`] fed in pieces, as the bytes arrive.
+pub type ChunkHasher = blake3::Hasher;
+
 /// SHA-256 of an f32 slice in little-endian byte order.
 pub fn tensor_hash(values: &[f32]) -> Hash {
     let mut h = TensorHasher::default();

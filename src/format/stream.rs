@@ -3,14 +3,12 @@
 //! Everything is little-endian. Every length and count is validated against
 //! hard limits and against the tensor table *before* anything is allocated,
 //! and every header and chunk carries a CRC-32 of its bytes. The header
-//! lists the SHA-256 of every chunk in stream order, so a chunk from another
+//! lists the digest (BLAKE3) of every chunk in stream order, so a chunk from another
 //! stream (a splice of two encodes), a reordered or a forged chunk is
 //! rejected where it stands, and a header the caller knows the hash of
 //! vouches for every byte after it. See `docs/FORMAT.md` for the byte layout.
 
-use sha2::{Digest, Sha256};
-
-use super::{sha256, Hash};
+use super::{sha256, ChunkHasher, Hash};
 use crate::error::{Error, Result};
 use crate::kernels::{packed_len, MAX_BITS};
 use crate::quant::Grid;
@@ -104,7 +102,7 @@ pub struct StreamHeader {
     pub tensors: Vec<TensorEntry>,
     /// Number of chunks that follow.
     pub chunk_count: u32,
-    /// SHA-256 of each chunk's frame (magic through CRC), in stream order.
+    /// Digest ([`super::chunk_digest`]) of each chunk's frame (magic through CRC), in stream order.
     pub chunk_digests: Vec<Hash>,
 }
 
@@ -323,7 +321,7 @@ pub struct FrameReader {
     header_sha256: Option<Hash>,
     chunks_read: u64,
     poisoned: Option<String>,
-    digest: Sha256,
+    digest: ChunkHasher,
     digested: usize,
 }
 
@@ -464,7 +462,7 @@ impl FrameReader {
                 index,
                 offset,
                 Error::Mismatch(format!(
-                    "chunk for tensor {tensor} stage {stage} is not the stream's chunk #{index} (its SHA-256 differs from the header's): \
+                    "chunk for tensor {tensor} stage {stage} is not the stream's chunk #{index} (its digest differs from the header's): \
                      spliced from another encode, reordered, or forged"
                 )),
             ));

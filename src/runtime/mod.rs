@@ -60,7 +60,7 @@ pub struct RuntimeOptions {
     /// base with another hash is refused before anything is built.
     pub base_sha256: Option<Hash>,
     /// SHA-256 the stream header must have (a manifest's
-    /// `stream_header_sha256`). The header lists every chunk's SHA-256, so
+    /// `stream_header_sha256`). The header lists every chunk's digest, so
     /// with it given every stream byte is verified before it is applied.
     pub stream_header_sha256: Option<Hash>,
 }
@@ -488,7 +488,7 @@ impl ProgressiveModel {
     /// read (`None` until `prefix` holds a whole header, or before the model
     /// read one): a download that restarts from byte 0 is the same stream
     /// exactly when its header is, since the header lists every chunk's
-    /// SHA-256.
+    /// digest.
     pub fn same_stream_header(&self, prefix: &[u8]) -> Option<bool> {
         let have = self.reader.header_sha256()?;
         let fixed: &[u8; HEADER_PREFIX] = prefix.get(..HEADER_PREFIX)?.try_into().ok()?;
