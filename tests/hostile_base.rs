@@ -191,3 +191,16 @@ fn nodes_missing_inputs_or_outputs_are_refused() {
     g.node.iter_mut().find(|n| n.op_type == "MatMul").unwrap().input.truncate(1);
     assert_corrupt(&m, "has 1 inputs, needs 2");
 }
+
+#[test]
+fn shapes_that_do_not_broadcast_are_refused_at_once() {
+    // found by the fuzzer on MobileNetV2: an elementwise op on mismatched
+    // shapes made tract build an expression doubling at every residual join
+    // (minutes, gigabytes); it is refused before tract in milliseconds
+    let mut m = real_base();
+    let g = m.graph.as_mut().unwrap();
+    g.node.iter_mut().find(|n| n.op_type == "Add").unwrap().input[1] = "W1".into();
+    let t = Instant::now();
+    assert_corrupt(&m, "do not broadcast");
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+}

@@ -21,7 +21,9 @@ use tract_onnx::pb::{
 use crate::error::{Error, Result};
 use crate::quant::{apply_codes, DequantizeLayout, Grid, StageCodes};
 
+mod shapes;
 mod validate;
+pub use shapes::check_shapes;
 pub use validate::{check_model, check_tensor, MAX_ELEMENTS, MAX_WINDOW};
 
 /// Prefix of the names of the `DequantizeLinear` nodes p2u writes.
@@ -703,7 +705,7 @@ pub fn declared_inputs(model: &ModelProto) -> Result<Vec<DeclaredInput>> {
     Ok(g.input.iter().filter(|i| !g.initializer.iter().any(|t| t.name == i.name)).map(declared).collect())
 }
 
-fn declared(i: &ValueInfoProto) -> DeclaredInput {
+pub(crate) fn declared(i: &ValueInfoProto) -> DeclaredInput {
     let (elem_type, dims) = match i.r#type.as_ref().and_then(|t| t.value.as_ref()) {
         Some(type_proto::Value::TensorType(t)) => {
             let dims = t.shape.as_ref().map_or(vec![], |s| {

@@ -101,11 +101,14 @@ fn check_sizes(m: &TypedModel) -> Result<()> {
 /// p2u models and reference models alike, so that comparisons go through
 /// identical code.
 pub fn build_plan(model: &ModelProto, options: &RuntimeOptions) -> Result<Plan> {
-    let mut m = guard("reading the model", || tract_onnx::onnx().model_for_proto_model(model))??;
     let shapes = match options.input_shapes.as_slice() {
         [] => declared_shapes(model),
         given => given.to_vec(),
     };
+    if let Some(g) = &model.graph {
+        crate::onnx::check_shapes(g, &shapes)?;
+    }
+    let mut m = guard("reading the model", || tract_onnx::onnx().model_for_proto_model(model))??;
     for (i, shape) in shapes.iter().enumerate() {
         let dt = m.input_fact(i)?.datum_type().unwrap_or(f32::datum_type());
         m = m.with_input_fact(i, InferenceFact::dt_shape(dt, shape))?;
