@@ -204,3 +204,15 @@ fn shapes_that_do_not_broadcast_are_refused_at_once() {
     assert_corrupt(&m, "do not broadcast");
     assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
 }
+
+#[test]
+fn an_axis_past_its_input_rank_is_refused() {
+    // found by the fuzzer: tract's Flatten slices its input's shape at `axis`
+    // unchecked (a scalar Constant flattened at axis 1 panicked)
+    let mut m = real_base();
+    let g = m.graph.as_mut().unwrap();
+    let scalar = AttributeProto { name: "value_float".into(), r#type: AttributeType::Float as i32, f: 1.0, ..Default::default() };
+    g.node.insert(0, node("Constant", &[], "one", vec![scalar]));
+    g.node.iter_mut().find(|n| n.op_type == "Flatten").unwrap().input[0] = "one".into();
+    assert_corrupt(&m, "axis 1 for an input of rank 0");
+}

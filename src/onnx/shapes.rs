@@ -81,6 +81,7 @@ pub fn check_shapes(graph: &GraphProto, inputs: &[Vec<usize>]) -> Result<()> {
     }
     for n in &graph.node {
         let input = |i: usize| n.input.get(i).and_then(|name| known.get(name.as_str()));
+        check_axis(n, input(0).map(Vec::len))?;
         let out = shape_of(n, &input)?;
         if let (Some(s), Some(name)) = (out, n.output.first()) {
             known.insert(name, s);
@@ -105,6 +106,18 @@ fn shape_of<'a>(n: &NodeProto, input: &dyn Fn(usize) -> Option<&'a Vec<usize>>) 
     }
     Ok(match op {
         "DequantizeLinear" => input(0).cloned(),
+        "Constant" => n.attribute.first().and_then(|a| match a.name.as_str() {
+            "value" => a.t.as_ref().and_then(|t| t.dims.iter().map(|&d| usize::try_from(d).ok()).collect()),
+            "value_float" | "value_int" | "value_string" => Some(vec![]),
+            "value_floats" => Some(vec![a.floats.len()]),
+            "value_ints" => Some(vec![a.ints.len()]),
+            _ => None,
+        }),
+        "Flatten" => input(0).and_then(|x| {
+            let axis = attr_int(n, "axis").unwrap_or(1);
+            let at = usize::try_from(if axis < 0 { axis + x.len() as i64 } else { axis }).ok().filter(|&a| a <= x.len())?;
+            Some(vec![x[..at].iter().product(), x[at..].iter().product()])
+        }),
         "GlobalAveragePool" | "GlobalMaxPool" => input(0).filter(|s| s.len() >= 2).map(|s| {
             let mut o = s.clone();
             o[2..].iter_mut().for_each(|d| *d = 1);
@@ -127,6 +140,43 @@ fn shape_of<'a>(n: &NodeProto, input: &dyn Fn(usize) -> Option<&'a Vec<usize>>) 
         },
         _ => None,
     })
+}
+
+/// Ops whose `axis` attribute indexes their first input's axes
+/// (`Flatten` may also name the end).
+const AXIS_OPS: &[&str] = &[
+    "Flatten",
+    "Concat",
+    "Gather",
+    "GatherElements",
+    "ScatterElements",
+    "Softmax",
+    "LogSoftmax",
+    "Hardmax",
+    "Split",
+    "ArgMax",
+    "ArgMin",
+    "TopK",
+    "LpNormalization",
+    "Compress",
+];
+
+/// Checks an `axis` against the rank of the first input, when known
+/// (tract indexes with it unchecked in places: a `Flatten` whose axis is
+/// past a scalar input panics).
+fn check_axis(n: &NodeProto, rank: Option<usize>) -> Result<()> {
+    if !AXIS_OPS.contains(&n.op_type.as_str()) {
+        return Ok(());
+    }
+    // Flatten's axis defaults to 1 (also past a scalar's rank)
+    let given = attr_int(n, "axis").or((n.op_type == "Flatten").then_some(1));
+    let (Some(axis), Some(rank)) = (given, rank) else { return Ok(()) };
+    let r = rank as i64;
+    let top = if n.op_type == "Flatten" { r } else { r - 1 };
+    if axis < -r || axis > top {
+        return Err(Error::Corrupt(format!("node {:?} ({}): axis {axis} for an input of rank {rank}", n.name, n.op_type)));
+    }
+    Ok(())
 }
 
 /// Numpy broadcast of two shapes, `None` if they do not broadcast.
