@@ -9,6 +9,8 @@ pub mod stream;
 
 use sha2::{Digest, Sha256};
 
+use crate::error::{Error, Result};
+
 /// A SHA-256 digest.
 pub type Hash = [u8; 32];
 
@@ -69,6 +71,15 @@ pub fn weights_hash<'a>(tensors: impl IntoIterator<Item = (&'a str, &'a [usize],
 /// Lower-case hex of a hash.
 pub fn hex(h: &Hash) -> String {
     h.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// An expected hash given in hex (a manifest's field): `None` for an empty
+/// string, an [`Error::Invalid`] naming `what` unless it is a SHA-256 in hex.
+pub fn expected_hash(hex: &str, what: &str) -> Result<Option<Hash>> {
+    if hex.is_empty() {
+        return Ok(None);
+    }
+    parse_hex(hex).map(Some).ok_or_else(|| Error::Invalid(format!("{what} {hex:?} is not a SHA-256 in hex")))
 }
 
 /// A hash from its hex form (either case); `None` unless exactly 64 hex digits.

@@ -702,7 +702,13 @@ pub struct DeclaredInput {
 /// as the model's inputs).
 pub fn declared_inputs(model: &ModelProto) -> Result<Vec<DeclaredInput>> {
     let g = model.graph.as_ref().ok_or_else(|| Error::Onnx("model has no graph".into()))?;
-    Ok(g.input.iter().filter(|i| !g.initializer.iter().any(|t| t.name == i.name)).map(declared).collect())
+    Ok(free_inputs(g).map(declared).collect())
+}
+
+/// The graph inputs that are not initializers (old exporters list those as
+/// inputs too): the ones a caller feeds, in order.
+pub(crate) fn free_inputs(g: &pb::GraphProto) -> impl Iterator<Item = &ValueInfoProto> {
+    g.input.iter().filter(|i| !g.initializer.iter().any(|t| t.name == i.name))
 }
 
 pub(crate) fn declared(i: &ValueInfoProto) -> DeclaredInput {

@@ -69,8 +69,7 @@ pub fn check_shapes(graph: &GraphProto, inputs: &[Vec<usize>]) -> Result<()> {
         }
     }
     // the given shapes are those of the inputs that are not initializers
-    let free = graph.input.iter().filter(|vi| !graph.initializer.iter().any(|t| t.name == vi.name));
-    for (i, vi) in free.enumerate() {
+    for (i, vi) in super::free_inputs(graph).enumerate() {
         let shape = match inputs.get(i) {
             Some(s) => Some(s.clone()),
             None => super::declared(vi).dims.into_iter().collect::<Option<Vec<_>>>(),

@@ -147,6 +147,19 @@ fn f32_tensor(dims: &[usize], values: Vec<f32>) -> Result<Arc<Tensor>> {
     Ok(Arc::new(a.into()))
 }
 
+/// Errors with [`Error::Corrupt`] unless `got` is the `want`ed hash (when
+/// one is expected).
+fn check_hash(what: &str, got: Hash, want: Option<Hash>) -> Result<()> {
+    match want {
+        Some(want) if want != got => Err(Error::Corrupt(format!(
+            "{what}'s SHA-256 is {}…, expected {}… (a damaged download, or the file changed on the server)",
+            &hex(&got)[..16],
+            &hex(&want)[..16]
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// A model that serves inference and refines itself as chunks arrive.
 pub struct ProgressiveModel {
     skeleton: ModelProto,
@@ -190,13 +203,7 @@ impl ProgressiveModel {
     /// stage-0 plan.
     pub fn from_base(base: &[u8], options: RuntimeOptions) -> Result<Self> {
         let base_hash = sha256(base);
-        if let Some(want) = options.base_sha256.filter(|w| *w != base_hash) {
-            return Err(Error::Corrupt(format!(
-                "the base's SHA-256 is {}…, expected {}… (a damaged download, or the file changed on the server)",
-                &hex(&base_hash)[..16],
-                &hex(&want)[..16]
-            )));
-        }
+        check_hash("the base", base_hash, options.base_sha256)?;
         let proto = onnx::decode_model(base)?;
         onnx::check_model(&proto, base.len())?;
         let weights_hash = onnx::metadata(&proto, "p2u.weights_sha256").map(str::to_owned);
@@ -445,14 +452,8 @@ impl ProgressiveModel {
         match self.reader.next_frame()? {
             None => Ok(false),
             Some(Frame::Header(h)) => {
-                let got = self.reader.header_sha256();
-                if let Some(want) = self.options.stream_header_sha256.filter(|w| Some(*w) != got) {
-                    let got = got.map(|g| hex(&g)).unwrap_or_default();
-                    return Err(self.fail(Error::Corrupt(format!(
-                        "the stream header's SHA-256 is {}…, expected {}… (a damaged download, or the file changed on the server)",
-                        got.get(..16).unwrap_or(&got),
-                        &hex(&want)[..16]
-                    ))));
+                if let Some(got) = self.reader.header_sha256() {
+                    check_hash("the stream header", got, self.options.stream_header_sha256).map_err(|e| self.fail(e))?;
                 }
                 self.attach(h).map_err(|e| self.fail(e))?;
                 self.good = (self.reader.consumed(), 0);

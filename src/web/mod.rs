@@ -8,7 +8,7 @@ use tract_onnx::prelude::Tensor;
 use wasm_bindgen::prelude::*;
 
 use crate::error::Error;
-use crate::format::parse_hex;
+use crate::format::expected_hash;
 use crate::runtime::{build_plan, Normalization, Plan, ProgressiveModel, RuntimeOptions, StageStatus};
 
 /// Installs the panic hook (a panic would be a bug: errors are returned).
@@ -130,14 +130,10 @@ impl WasmModel {
         base_sha256: &str,
         header_sha256: &str,
     ) -> Result<WasmModel, JsValue> {
-        let hash = |h: &str, what: &str| match h {
-            "" => Ok(None),
-            h => parse_hex(h).map(Some).ok_or_else(|| js_error(Error::Invalid(format!("{what} {h:?} is not a SHA-256 in hex")))),
-        };
         let options = RuntimeOptions {
             keep_inputs_plan,
-            base_sha256: hash(base_sha256, "base sha256")?,
-            stream_header_sha256: hash(header_sha256, "stream header sha256")?,
+            base_sha256: expected_hash(base_sha256, "base sha256").map_err(js_error)?,
+            stream_header_sha256: expected_hash(header_sha256, "stream header sha256").map_err(js_error)?,
             ..runtime_options(input_dims, input_ranks)?
         };
         let model = ProgressiveModel::from_base(base, options).map_err(js_error)?;

@@ -25,8 +25,8 @@ use std::process::ExitCode;
 #[cfg(not(target_arch = "wasm32"))]
 use p2u::calibrate::{self, images, Calibration};
 use p2u::encoder::{BaseBudget, ChunkOrder};
+use p2u::format::expected_hash;
 use p2u::format::manifest::Manifest;
-use p2u::format::parse_hex;
 use p2u::format::stream::read_all;
 use p2u::{onnx, EncodeOptions, Error, ProgressiveModel, Result, RuntimeOptions};
 
@@ -478,13 +478,9 @@ pub fn open_at_stage(dir: &Path, stage: Option<u32>, options: RuntimeOptions) ->
     if let Some(k) = stage {
         check_stage(&m, k)?;
     }
-    let hash = |h: &str, what: &str| match h {
-        "" => Ok(None),
-        h => parse_hex(h).map(Some).ok_or_else(|| Error::Invalid(format!("manifest {what} {h:?} is not a SHA-256 in hex"))),
-    };
     let options = RuntimeOptions {
-        base_sha256: hash(&m.base.sha256, "base.sha256")?,
-        stream_header_sha256: hash(&m.stream_header_sha256, "stream_header_sha256")?,
+        base_sha256: expected_hash(&m.base.sha256, "manifest base.sha256")?,
+        stream_header_sha256: expected_hash(&m.stream_header_sha256, "manifest stream_header_sha256")?,
         ..options
     };
     let mut model = ProgressiveModel::from_base(&read(&dir.join(&m.base.file))?, options)?;
