@@ -15,7 +15,8 @@ export class P2uError extends Error {
 export interface StageStatus {
   /** Highest stage every tensor has reached (0 = the low-bit base). */
   stage: number;
-  /** Number of stages including the base (1 until the stream header arrived). */
+  /** Number of stages including the base (from the manifest until the
+   * stream header arrives; then from the header). */
   stages: number;
   chunksApplied: number;
   chunksTotal: number;
@@ -87,14 +88,20 @@ export interface LoadOptions {
    * weights (fastest inference; one long task, run it in a worker) and
    * 'inputs' keeps the refining plan (no rebuild). */
   finalPlan?: 'constants' | 'inputs';
-  /** Where the .wasm file is (default: next to the package's JS). */
+  /** Where the .wasm file is (default: next to the package's JS, found by
+   * bundlers through `new URL(…, import.meta.url)`). In `loadInWorker` a
+   * URL or a Module. */
   wasm?: string | URL | Response | WebAssembly.Module;
 }
 
-/** Integer inputs are mapped to floats: `range` (default: the type's full
- * range) or a display `window` onto `to` (default [0, 1]). */
+/** Raw inputs are mapped to floats: `range` (default for integer arrays:
+ * the type's full range; a Float32Array without `normalize` is used as is)
+ * or a display `window` onto `to` (default [0, 1]). */
 export interface Normalize {
   range?: [number, number];
+  /** The DICOM VOI LUT function LINEAR (PS3.3 C.11.2.1.2.1): values at or
+   * below c − 0.5 − (w − 1)/2 map to `to[0]`, above c − 0.5 + (w − 1)/2 to
+   * `to[1]`, linearly between; `width` ≥ 1. Use the viewport's VOI. */
   window?: { center: number; width: number };
   to?: [number, number];
   /** Clamp into `to` (always on for `window`). */
@@ -106,9 +113,61 @@ export interface RunOptions {
 }
 
 export interface Output {
+  /** The output's name in the model ('' for a plain model). */
+  name: string;
   data: Float32Array;
   dims: number[];
 }
+
+/** An input or output as the model declares it (as onnxruntime-web's
+ * `inputMetadata`). */
+export interface ValueMetadata {
+  name: string;
+  /** Element type: 'float32', 'int64', 'uint8', … */
+  type: string;
+  /** Declared shape: numbers for fixed dimensions, the symbol (or null) for dynamic ones. */
+  shape: (number | string | null)[];
+  /** Inputs: the shape the model runs with (dynamic dimensions resolved
+   * from `inputDims`, else 1). */
+  dims?: number[];
+}
+
+/** An image for `run()` (from {@link fromPixels} or {@link fromImageData}):
+ * turned into the input tensor inside the runtime. */
+export interface PixelInput {
+  pixels: Uint8Array | Uint8ClampedArray;
+  width: number;
+  height: number;
+  /** Values per pixel: 1 gray, 3 RGB, 4 RGBA (alpha ignored). */
+  stride: 1 | 3 | 4;
+  channels: 'RGB' | 'BGR' | 'L';
+  layout: 'NCHW' | 'NHWC';
+  scale: number;
+  mean: number[];
+  std: number[];
+  /** The input's shape, [1, c, h, w] or [1, h, w, c]. */
+  dims: number[];
+}
+
+export interface PixelOptions {
+  /** Channel order the model takes (default 'RGB'). */
+  channels?: 'RGB' | 'BGR' | 'L';
+  /** Axis order the model takes (default 'NCHW'). */
+  layout?: 'NCHW' | 'NHWC';
+  /** Applied to the 0..255 values first (default 1/255). */
+  scale?: number;
+  /** Subtracted after scaling: one value or one per channel (default 0). */
+  mean?: number | number[];
+  /** Divides after the mean: one value or one per channel (default 1). */
+  std?: number | number[];
+}
+
+/** Describes `height × width` pixels of `stride` 8-bit values as a model input. */
+export function fromPixels(data: Uint8Array | Uint8ClampedArray, options: PixelOptions & { width: number; height: number; stride?: 1 | 3 | 4 }): PixelInput;
+/** {@link fromPixels} of a canvas's RGBA ImageData. */
+export function fromImageData(image: ImageData, options?: PixelOptions): PixelInput;
+/** Draws an image at `width × height` (browser smoothing) and returns its ImageData. */
+export function resizeImage(source: CanvasImageSource, width: number, height: number): ImageData;
 
 /** One inference and the stage of the weights that produced it
  * (`final`: produced by the exact original weights). */
@@ -118,9 +177,11 @@ export interface RunResult extends Omit<StageStatus, 'error'> {
   dims: number[];
   /** Every output, in model order. */
   outputs: Output[];
+  /** The outputs by name (as onnxruntime-web's results). */
+  byName: Record<string, Output>;
 }
 
-export type ModelInput = Float32Array | Uint8Array | Uint8ClampedArray | Uint16Array | Int16Array;
+export type ModelInput = Float32Array | Uint8Array | Uint8ClampedArray | Uint16Array | Int16Array | PixelInput;
 
 /** A model usable now that refines itself as its stream arrives. */
 export interface ProgressiveModel {
@@ -139,7 +200,15 @@ export interface ProgressiveModel {
   readonly rebuildMs?: number;
   /** Set when final: the longest single patching step, in ms. */
   readonly longestStepMs?: number;
-  run(input: ModelInput, dims: ArrayLike<number>, options?: RunOptions): Promise<RunResult>;
+  /** The inputs, in order: name, type, declared shape, the dims it runs with. */
+  readonly inputMetadata: ValueMetadata[];
+  /** The outputs, in order. */
+  readonly outputMetadata: ValueMetadata[];
+  readonly inputNames: string[];
+  readonly outputNames: string[];
+  /** Runs on one input; `dims` may be left out for a {@link PixelInput}.
+   * Wrong dims or types are refused naming the input and what it expects. */
+  run(input: ModelInput, dims?: ArrayLike<number>, options?: RunOptions): Promise<RunResult>;
   /** Stops downloading; the model keeps serving its current stage. */
   stop(reason?: unknown): void;
   /** Stops and frees everything. */
@@ -161,7 +230,7 @@ export type ModelSource = string | URL | { base: string | URL; stream: string | 
 export function load(source: ModelSource, options?: LoadOptions): Promise<P2uModel>;
 
 /** As {@link load}, with the model in a module Web Worker. */
-export function loadInWorker(source: ModelSource, options?: LoadOptions & { workerUrl?: string | URL }): Promise<P2uWorkerModel>;
+export function loadInWorker(source: ModelSource, options?: Omit<LoadOptions, 'wasm'> & { wasm?: string | URL | WebAssembly.Module; workerUrl?: string | URL }): Promise<P2uWorkerModel>;
 
 /** Starts loading the wasm runtime early (load() does it anyway). */
 export function init(wasm?: string | URL | Response | WebAssembly.Module): Promise<unknown>;

@@ -19,31 +19,7 @@ use tract_onnx::pb::{tensor_proto::DataType, ModelProto};
 use super::data::{Calibration, InputData, Origin, Values};
 use crate::error::{Error, Result};
 use crate::onnx::{declared_inputs, DeclaredInput};
-
-/// Channel order of the model's input.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
-pub enum Channels {
-    /// Red, green, blue.
-    #[serde(rename = "RGB")]
-    Rgb,
-    /// Blue, green, red (Caffe-style models).
-    #[serde(rename = "BGR")]
-    Bgr,
-    /// One luminance channel.
-    #[serde(rename = "L")]
-    Gray,
-}
-
-/// Axis order of the model's input.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
-pub enum Layout {
-    /// Batch, channels, height, width.
-    #[serde(rename = "NCHW")]
-    Nchw,
-    /// Batch, height, width, channels.
-    #[serde(rename = "NHWC")]
-    Nhwc,
-}
+pub use crate::runtime::{Channels, Layout, PixelTransform};
 
 /// How an image becomes one input item; every field is optional.
 #[derive(Clone, Debug, Default, PartialEq, serde::Deserialize)]
@@ -163,7 +139,7 @@ pub fn resolve(spec: &Preprocess, model: &ModelProto) -> Result<Resolved> {
         Layout::Nhwc => (d[3], d[1], d[2]),
     };
     let channels = spec.channels.unwrap_or(if c == Some(1) { Channels::Gray } else { Channels::Rgb });
-    let count = if channels == Channels::Gray { 1 } else { 3 };
+    let count = channels.count();
     if c.is_some_and(|c| c != count) {
         return Err(Error::Invalid(format!(
             "input {:?} takes {} channels but the preprocessing gives {count} ({channels:?})",
@@ -236,23 +212,11 @@ pub fn load_image(path: &Path, r: &Resolved) -> Result<Vec<f32>> {
     }
     let (top, left) = ((img.height() as usize - h) / 2, (img.width() as usize - w) / 2);
     let img = img.crop_imm(left as u32, top as u32, w as u32, h as u32);
-    let planes: Vec<Vec<f32>> = match r.channels {
-        Channels::Gray => vec![img.to_luma8().into_raw().into_iter().map(f32::from).collect()],
-        order => {
-            let rgb = img.to_rgb8().into_raw();
-            let channel = |k: usize| rgb.iter().skip(k).step_by(3).map(|&v| f32::from(v)).collect::<Vec<f32>>();
-            match order {
-                Channels::Bgr => vec![channel(2), channel(1), channel(0)],
-                _ => vec![channel(0), channel(1), channel(2)],
-            }
-        }
-    };
-    let planes: Vec<Vec<f32>> =
-        planes.into_iter().enumerate().map(|(c, p)| p.into_iter().map(|v| (v * r.scale - r.mean[c]) / r.std[c]).collect()).collect();
-    Ok(match r.layout {
-        Layout::Nchw => planes.concat(),
-        Layout::Nhwc => (0..h * w).flat_map(|i| planes.iter().map(move |p| p[i])).collect(),
-    })
+    let transform = PixelTransform { channels: r.channels, layout: r.layout, scale: r.scale, mean: r.mean.clone(), std: r.std.clone() };
+    match r.channels {
+        Channels::Gray => transform.apply(&img.to_luma8().into_raw(), w, h, 1),
+        _ => transform.apply(&img.to_rgb8().into_raw(), w, h, 3),
+    }
 }
 
 /// Calibration items from image files, preprocessed by `r`.

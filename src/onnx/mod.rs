@@ -687,7 +687,7 @@ pub fn value_info(name: &str, dtype: DataType, dims: &[usize]) -> ValueInfoProto
     }
 }
 
-/// A graph input as the model declares it.
+/// A graph input (or output) as the model declares it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DeclaredInput {
     /// Name.
@@ -696,6 +696,33 @@ pub struct DeclaredInput {
     pub elem_type: i32,
     /// Dimensions: `Some(n)` fixed, `None` symbolic or unknown.
     pub dims: Vec<Option<usize>>,
+    /// Per dimension, the symbol a dynamic dimension is declared with
+    /// (`"batch"`), if any.
+    pub symbols: Vec<Option<String>>,
+}
+
+impl DeclaredInput {
+    /// The element type's name as onnxruntime-web spells it (`float32`,
+    /// `int64`, …; `unknown` when undeclared).
+    pub fn type_name(&self) -> &'static str {
+        match DataType::try_from(self.elem_type).unwrap_or(DataType::Undefined) {
+            DataType::Float => "float32",
+            DataType::Uint8 => "uint8",
+            DataType::Int8 => "int8",
+            DataType::Uint16 => "uint16",
+            DataType::Int16 => "int16",
+            DataType::Int32 => "int32",
+            DataType::Int64 => "int64",
+            DataType::String => "string",
+            DataType::Bool => "bool",
+            DataType::Float16 => "float16",
+            DataType::Double => "float64",
+            DataType::Uint32 => "uint32",
+            DataType::Uint64 => "uint64",
+            DataType::Bfloat16 => "bfloat16",
+            _ => "unknown",
+        }
+    }
 }
 
 /// The graph inputs that are not initializers, in order (what tract numbers
@@ -712,22 +739,35 @@ pub(crate) fn free_inputs(g: &pb::GraphProto) -> impl Iterator<Item = &ValueInfo
 }
 
 pub(crate) fn declared(i: &ValueInfoProto) -> DeclaredInput {
-    let (elem_type, dims) = match i.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+    use tensor_shape_proto::dimension::Value as Dim;
+    let (elem_type, dims, symbols) = match i.r#type.as_ref().and_then(|t| t.value.as_ref()) {
         Some(type_proto::Value::TensorType(t)) => {
-            let dims = t.shape.as_ref().map_or(vec![], |s| {
-                s.dim
-                    .iter()
-                    .map(|d| match d.value {
-                        Some(tensor_shape_proto::dimension::Value::DimValue(v)) if v > 0 => Some(v as usize),
-                        _ => None,
-                    })
-                    .collect()
-            });
-            (t.elem_type, dims)
+            let dims = t.shape.as_ref().map_or(&[][..], |s| s.dim.as_slice());
+            let fixed = dims
+                .iter()
+                .map(|d| match d.value {
+                    Some(Dim::DimValue(v)) if v > 0 => Some(v as usize),
+                    _ => None,
+                })
+                .collect();
+            let symbols = dims
+                .iter()
+                .map(|d| match &d.value {
+                    Some(Dim::DimParam(p)) if !p.is_empty() => Some(p.clone()),
+                    _ => None,
+                })
+                .collect();
+            (t.elem_type, fixed, symbols)
         }
-        _ => (0, vec![]),
+        _ => (0, vec![], vec![]),
     };
-    DeclaredInput { name: i.name.clone(), elem_type, dims }
+    DeclaredInput { name: i.name.clone(), elem_type, dims, symbols }
+}
+
+/// The graph outputs as the model declares them, in order.
+pub fn declared_outputs(model: &ModelProto) -> Result<Vec<DeclaredInput>> {
+    let g = model.graph.as_ref().ok_or_else(|| Error::Onnx("model has no graph".into()))?;
+    Ok(g.output.iter().map(declared).collect())
 }
 
 /// Reads a `metadata_props` entry.

@@ -23,7 +23,7 @@
 mod input;
 mod plan;
 
-pub use input::Normalization;
+pub use input::{Channels, Layout, Normalization, PixelTransform};
 pub use plan::{build_plan, Plan};
 
 use std::collections::HashMap;
@@ -100,6 +100,10 @@ pub struct Runner {
 impl Runner {
     /// Runs inference; the result carries the snapshot's stage.
     pub fn run(&self, inputs: Vec<Tensor>) -> Result<Inference> {
+        let expected = self.plan.input_count().saturating_sub(self.weights.len());
+        if inputs.len() != expected {
+            return Err(Error::Invalid(format!("the model takes {expected} inputs, got {}", inputs.len())));
+        }
         let values = inputs.into_iter().map(TValue::from).chain(self.weights.iter().cloned()).collect();
         Ok(Inference { outputs: self.plan.run_values(values)?, status: self.status })
     }
@@ -550,6 +554,23 @@ impl ProgressiveModel {
             Serving::Constants => vec![],
         };
         Ok(Runner { plan: self.plan.clone(), weights, status: self.status() })
+    }
+
+    /// The inputs the caller feeds, as the model declares them.
+    pub fn inputs(&self) -> Vec<onnx::DeclaredInput> {
+        onnx::declared_inputs(&self.skeleton).unwrap_or_default()
+    }
+
+    /// The model's outputs, as it declares them.
+    pub fn outputs(&self) -> Vec<onnx::DeclaredInput> {
+        onnx::declared_outputs(&self.skeleton).unwrap_or_default()
+    }
+
+    /// The input shapes inference runs with (`None` where the plan left a
+    /// dimension symbolic), in input order.
+    pub fn input_shapes(&self) -> Vec<Option<Vec<usize>>> {
+        let n = self.inputs().len();
+        self.plan.input_shapes().into_iter().take(n).collect()
     }
 
     /// The model at its current stage as a plain fp32 ONNX model.

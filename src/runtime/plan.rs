@@ -10,11 +10,23 @@ use crate::error::{Error, Result};
 
 /// A runnable tract plan (cheap to clone).
 #[derive(Clone)]
-pub struct Plan(Option<Arc<TypedRunnableModel>>);
+pub struct Plan {
+    model: Option<Arc<TypedRunnableModel>>,
+    inputs: Arc<Vec<PlanInput>>,
+}
+
+/// What the plan was built to take at one input.
+#[derive(Clone, Debug)]
+struct PlanInput {
+    name: String,
+    datum_type: DatumType,
+    /// The concrete shape, if the plan fixed one.
+    shape: Option<Vec<usize>>,
+}
 
 impl Plan {
     pub(crate) fn empty() -> Self {
-        Plan(None)
+        Plan { model: None, inputs: Arc::new(vec![]) }
     }
 
     /// Runs the plan.
@@ -22,10 +34,44 @@ impl Plan {
         self.run_values(inputs.into_iter().map(TValue::from).collect())
     }
 
-    /// Runs the plan on values that may share their tensors.
+    /// Runs the plan on values that may share their tensors. Inputs of
+    /// another type or shape than the plan was built for are refused with
+    /// an error naming the input and what it expects.
     pub fn run_values(&self, inputs: TVec<TValue>) -> Result<Vec<Tensor>> {
-        let plan = self.0.as_ref().ok_or_else(|| Error::Engine("no plan built".into()))?;
+        let plan = self.model.as_ref().ok_or_else(|| Error::Engine("no plan built".into()))?;
+        self.check_inputs(&inputs)?;
         Ok(guard("running the model", || plan.run(inputs))??.into_iter().map(|v| v.into_tensor()).collect())
+    }
+
+    /// Number of inputs the plan takes.
+    pub fn input_count(&self) -> usize {
+        self.inputs.len()
+    }
+
+    /// The input shapes the plan was built for (`None` where not fixed).
+    pub fn input_shapes(&self) -> Vec<Option<Vec<usize>>> {
+        self.inputs.iter().map(|i| i.shape.clone()).collect()
+    }
+
+    fn check_inputs(&self, inputs: &[TValue]) -> Result<()> {
+        if inputs.len() != self.inputs.len() {
+            return Err(Error::Invalid(format!("the model takes {} inputs, got {}", self.inputs.len(), inputs.len())));
+        }
+        for (value, want) in inputs.iter().zip(self.inputs.iter()) {
+            if value.datum_type() != want.datum_type {
+                return Err(Error::Invalid(format!("input {:?} is {:?}, got {:?}", want.name, want.datum_type, value.datum_type())));
+            }
+            if let Some(shape) = &want.shape {
+                if value.shape() != shape.as_slice() {
+                    return Err(Error::Invalid(format!(
+                        "input {:?} expects dims {shape:?}, got {:?} (the model was built for these dims; give other input shapes when loading it to run others)",
+                        want.name,
+                        value.shape()
+                    )));
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -115,7 +161,17 @@ pub fn build_plan(model: &ModelProto, options: &RuntimeOptions) -> Result<Plan> 
     }
     let typed = guard("analysing the model", || m.into_typed())??;
     check_sizes(&typed)?;
-    Ok(Plan(Some(guard("optimising the model", || typed.into_optimized()?.into_runnable())??)))
+    let inputs = typed
+        .input_outlets()?
+        .iter()
+        .map(|o| {
+            let fact = typed.outlet_fact(*o)?;
+            let shape = fact.shape.as_concrete().map(<[usize]>::to_vec);
+            Ok(PlanInput { name: typed.node(o.node).name.clone(), datum_type: fact.datum_type, shape })
+        })
+        .collect::<TractResult<Vec<_>>>()?;
+    let model = guard("optimising the model", || typed.into_optimized()?.into_runnable())??;
+    Ok(Plan { model: Some(model), inputs: Arc::new(inputs) })
 }
 
 /// The declared input shapes with symbolic dimensions set to 1, if every

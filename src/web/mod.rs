@@ -9,7 +9,7 @@ use wasm_bindgen::prelude::*;
 
 use crate::error::Error;
 use crate::format::expected_hash;
-use crate::runtime::{build_plan, Normalization, Plan, ProgressiveModel, RuntimeOptions, StageStatus};
+use crate::runtime::{build_plan, Channels, Layout, Normalization, PixelTransform, Plan, ProgressiveModel, RuntimeOptions, StageStatus};
 
 /// Installs the panic hook (a panic would be a bug: errors are returned).
 #[wasm_bindgen(start)]
@@ -39,6 +39,44 @@ fn status_object(s: StageStatus) -> Object {
     o
 }
 
+/// `[{ name, type, shape }]` as onnxruntime-web's `inputMetadata`: `shape`
+/// holds numbers for fixed dimensions and the symbol's name (or `null`)
+/// for dynamic ones; `dims` (inputs) is the shape the plan runs with.
+fn metadata_array(values: &[crate::onnx::DeclaredInput], plan_shapes: &[Option<Vec<usize>>]) -> Array {
+    values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let o = Object::new();
+            set(&o, "name", v.name.as_str());
+            set(&o, "type", v.type_name());
+            let shape: Array = v
+                .dims
+                .iter()
+                .zip(v.symbols.iter().map(Some).chain(std::iter::repeat(None)))
+                .map(|(d, sym)| match (d, sym.and_then(Option::as_ref)) {
+                    (Some(n), _) => JsValue::from(*n as u32),
+                    (None, Some(s)) => JsValue::from(s.as_str()),
+                    (None, None) => JsValue::NULL,
+                })
+                .collect();
+            set(&o, "shape", shape);
+            if let Some(Some(dims)) = plan_shapes.get(i) {
+                set(&o, "dims", dims.iter().map(|&d| JsValue::from(d as u32)).collect::<Array>());
+            }
+            JsValue::from(o)
+        })
+        .collect()
+}
+
+/// `[lo, hi]` of the DICOM VOI `LINEAR` window (center, width): the values
+/// mapped to the ends of the target range (see [`Normalization::window`]).
+#[wasm_bindgen(js_name = dicomWindow)]
+pub fn dicom_window(center: f32, width: f32) -> Result<Vec<f32>, JsValue> {
+    let n = Normalization::window(center, width, (0.0, 1.0)).map_err(js_error)?;
+    Ok(vec![n.lo, n.hi])
+}
+
 fn runtime_options(input_dims: &[u32], input_ranks: &[u32]) -> Result<RuntimeOptions, JsValue> {
     let mut shapes = vec![];
     let mut dims = input_dims.iter().map(|&d| d as usize);
@@ -64,13 +102,14 @@ fn input_tensor(data: &[f32], dims: &[u32]) -> Result<Tensor, JsValue> {
     Tensor::from_shape(&dims, data).map_err(|e| js_error(Error::Invalid(e.to_string())))
 }
 
-fn outputs_array(outputs: &[Tensor]) -> Result<Array, JsValue> {
+fn outputs_array(outputs: &[Tensor], names: &[String]) -> Result<Array, JsValue> {
     let array = Array::new();
-    for t in outputs {
+    for (i, t) in outputs.iter().enumerate() {
         let t = t.cast_to::<f32>().map_err(|e| js_error(Error::Engine(e.to_string())))?;
         let view = t.to_plain_array_view::<f32>().map_err(|e| js_error(Error::Engine(e.to_string())))?;
         let values: Vec<f32> = view.iter().copied().collect();
         let o = Object::new();
+        set(&o, "name", names.get(i).map_or("", String::as_str));
         set(&o, "data", Float32Array::from(values.as_slice()));
         set(&o, "dims", t.shape().iter().map(|&d| JsValue::from(d as u32)).collect::<Array>());
         array.push(&o);
@@ -100,7 +139,7 @@ impl WasmPlainModel {
     pub fn run_f32(&self, data: &[f32], dims: &[u32]) -> Result<Object, JsValue> {
         let outputs = self.plan.run(vec![input_tensor(data, dims)?]).map_err(js_error)?;
         let o = Object::new();
-        set(&o, "outputs", outputs_array(&outputs)?);
+        set(&o, "outputs", outputs_array(&outputs, &[])?);
         Ok(o)
     }
 }
@@ -191,6 +230,18 @@ impl WasmModel {
         self.model.busy()
     }
 
+    /// The inputs: `[{ name, type, shape, dims }]` (see `inputMetadata` in p2u.d.ts).
+    #[wasm_bindgen(js_name = inputMetadata)]
+    pub fn input_metadata(&self) -> Array {
+        metadata_array(&self.model.inputs(), &self.model.input_shapes())
+    }
+
+    /// The outputs: `[{ name, type, shape }]`.
+    #[wasm_bindgen(js_name = outputMetadata)]
+    pub fn output_metadata(&self) -> Array {
+        metadata_array(&self.model.outputs(), &[])
+    }
+
     /// `{ stage, stages, chunksApplied, chunksTotal, exact }` of the weights.
     pub fn status(&self) -> Object {
         status_object(self.model.status())
@@ -212,6 +263,58 @@ impl WasmModel {
     #[wasm_bindgen(js_name = runF32)]
     pub fn run_f32(&mut self, data: Vec<f32>, dims: &[u32]) -> Result<Object, JsValue> {
         self.run(data, dims)
+    }
+
+    /// Runs on f32 values mapped `[lo, hi] ↦ [to0, to1]` (clamped if asked).
+    #[wasm_bindgen(js_name = runF32Mapped)]
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_f32_mapped(
+        &mut self,
+        data: &[f32],
+        dims: &[u32],
+        lo: f32,
+        hi: f32,
+        to0: f32,
+        to1: f32,
+        clamp: bool,
+    ) -> Result<Object, JsValue> {
+        self.run_raw(data, dims, Normalization { lo, hi, to: (to0, to1), clamp })
+    }
+
+    /// Runs on one image of interleaved 8-bit pixels (`stride` 1, 3 or 4
+    /// values each), turned into the input by [`PixelTransform`]:
+    /// `channels` 'RGB' | 'BGR' | 'L', `layout` 'NCHW' | 'NHWC'; the input
+    /// is `[1, …item]`.
+    #[wasm_bindgen(js_name = runPixels)]
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_pixels(
+        &mut self,
+        pixels: &[u8],
+        width: u32,
+        height: u32,
+        stride: u32,
+        channels: &str,
+        layout: &str,
+        scale: f32,
+        mean: Vec<f32>,
+        std: Vec<f32>,
+    ) -> Result<Object, JsValue> {
+        let channels = match channels {
+            "RGB" => Channels::Rgb,
+            "BGR" => Channels::Bgr,
+            "L" => Channels::Gray,
+            other => return Err(js_error(Error::Invalid(format!("channels {other:?}: expected RGB, BGR or L")))),
+        };
+        let layout = match layout {
+            "NCHW" => Layout::Nchw,
+            "NHWC" => Layout::Nhwc,
+            other => return Err(js_error(Error::Invalid(format!("layout {other:?}: expected NCHW or NHWC")))),
+        };
+        let t = PixelTransform { channels, layout, scale, mean, std };
+        let (w, h) = (width as usize, height as usize);
+        let x = t.apply(pixels, w, h, stride as usize).map_err(js_error)?;
+        let dims: Vec<u32> = std::iter::once(1).chain(t.item_dims(h, w).into_iter().map(|d| d as u32)).collect();
+        self.run(x, &dims)
     }
 
     /// Runs on u8 values mapped `[lo, hi] ↦ [to0, to1]` (clamped if asked).
@@ -246,7 +349,8 @@ impl WasmModel {
     fn run(&mut self, data: Vec<f32>, dims: &[u32]) -> Result<Object, JsValue> {
         let input = input_tensor(&data, dims)?;
         let r = self.model.run(vec![input]).map_err(js_error)?;
-        let outputs = outputs_array(&r.outputs)?;
+        let names: Vec<String> = self.model.outputs().into_iter().map(|o| o.name).collect();
+        let outputs = outputs_array(&r.outputs, &names)?;
         let result = status_object(r.status);
         set(&result, "final", r.status.exact);
         if let Some(first) = outputs.get(0).dyn_ref::<Object>() {

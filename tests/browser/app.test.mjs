@@ -12,11 +12,11 @@ import { open, repo } from './harness.mjs';
 const APP_HTML = `<!doctype html>
 <html lang="en">
 <head><meta charset="utf-8"><title>scratch app</title>
-<script type="importmap">{ "imports": { "p2u": "./node_modules/p2u/p2u.js" } }</script></head>
+<script type="importmap">{ "imports": { "p2u-onnx": "./node_modules/p2u-onnx/p2u.js" } }</script></head>
 <body>
 <p id="status">loading…</p><p id="first"></p><p id="final"></p>
 <script type="module">
-  import { load } from 'p2u';
+  import { load } from 'p2u-onnx';
   const q = new URLSearchParams(location.search);
   const dims = [1, 3, 224, 224];
   const x = new Float32Array(await (await fetch(q.get('input'))).arrayBuffer());

@@ -217,7 +217,8 @@ describe('streaming in Chromium', () => {
       const a = (await m.run(asFloat, arg.dims)).output;
       const b = (await m.run(raw, arg.dims, { normalize: { range: [0, 255], to } })).output;
       const wide = Uint16Array.from(raw, (v) => v * 200 + 1000); // 16-bit values with an offset
-      const c = (await m.run(wide, arg.dims, { normalize: { window: { center: 1000 + 255 * 100, width: 255 * 200 }, to } })).output;
+      // the DICOM LINEAR window c 26500.5, w 51001 spans exactly 1000 ..= 52000
+      const c = (await m.run(wide, arg.dims, { normalize: { window: { center: 1000 + 255 * 100 + 0.5, width: 255 * 200 + 1 }, to } })).output;
       const bad = await m.run(new Float64Array(784), arg.dims).then(() => null, (e) => e.kind);
       const badDims = await m.run(asFloat, [1, 1, 28, 27]).then(() => null, (e) => [e.kind, e.message]);
       const diff = (p, q) => Math.max(...p.map((v, i) => Math.abs(v - q[i])));
@@ -227,6 +228,50 @@ describe('streaming in Chromium', () => {
     assert.equal(r.bad, 'invalid');
     assert.equal(r.badDims[0], 'invalid');
     assert.match(r.badDims[1], /784 values, dims \[1, 1, 28, 27\] need 756/);
+  });
+
+  it('names inputs and outputs, returns outputs by name, takes canvas pixels and says what a wrong input should be', async () => {
+    const r = await inPage(async (p2u, { arg }) => {
+      const stages = [];
+      const m = await p2u.load(arg.url, { cache: false, onStage: (s) => stages.push([s.stage, s.stages]) });
+      const raw = new Uint8Array(await (await fetch('/fx/resnet_pixels.u8')).arrayBuffer());
+      const [mu, sd] = [0.286, 0.353];
+      const asFloat = Float32Array.from(raw, (v) => (v / 255 - mu) / sd);
+      const a = await m.run(asFloat, arg.dims);
+      // the same image as RGBA canvas pixels, to gray, with mean/std
+      const rgba = new Uint8ClampedArray(raw.length * 4);
+      raw.forEach((v, i) => rgba.set([v, v, v, 255], i * 4));
+      const image = p2u.fromPixels(rgba, { width: 28, height: 28, channels: 'L', mean: mu, std: sd });
+      const b = await m.run(image);
+      const transposed = await m.run(asFloat, [1, 28, 28, 1]).then(() => null, (e) => [e.kind, e.message]);
+      const wrongLayout = await m.run(p2u.fromPixels(rgba, { width: 28, height: 28, channels: 'L', layout: 'NHWC' })).then(() => null, (e) => [e.kind, e.message]);
+      const badMean = (() => { try { p2u.fromPixels(rgba, { width: 28, height: 28, mean: [1, 2] }); } catch (e) { return [e.kind, e.message]; } })();
+      const floatWindow = await m.run(asFloat, arg.dims, { normalize: { to: [0, 1] } }).then(() => null, (e) => e.kind);
+      await m.finalized;
+      const diff = Math.max(...a.output.map((v, i) => Math.abs(v - b.output[i])));
+      return {
+        inputMetadata: m.inputMetadata, outputMetadata: m.outputMetadata, inputNames: m.inputNames, outputNames: m.outputNames,
+        byName: Object.keys(a.byName), same: a.byName.logits.data === a.outputs[0].data, name0: a.outputs[0].name,
+        diff, bDims: b.dims, transposed, wrongLayout, badMean, floatWindow, stages: stages.slice(0, 1), last: stages.at(-1),
+      };
+    }, { url: RESNET, dims: RESNET_DIMS });
+    assert.deepEqual(r.inputNames, ['input']);
+    assert.deepEqual(r.outputNames, ['logits']);
+    assert.deepEqual(r.inputMetadata, [{ name: 'input', type: 'float32', shape: ['N', 1, 28, 28], dims: [1, 1, 28, 28] }]);
+    assert.equal(r.outputMetadata[0].name, 'logits');
+    assert.deepEqual(r.byName, ['logits']);
+    assert.ok(r.same && r.name0 === 'logits');
+    assert.ok(r.diff < 1e-4, `pixels vs floats: ${r.diff}`);
+    assert.equal(r.transposed[0], 'invalid');
+    assert.match(r.transposed[1], /input "input" expects dims \[1, 1, 28, 28\], got \[1, 28, 28, 1\]/);
+    assert.equal(r.wrongLayout[0], 'invalid');
+    assert.match(r.wrongLayout[1], /expects dims \[1, 1, 28, 28\]/);
+    assert.deepEqual(r.badMean[0], 'invalid');
+    assert.match(r.badMean[1], /mean has 2 values for 3 channels/);
+    assert.equal(r.floatWindow, 'invalid');
+    // the first event already knows how many stages there are (from the manifest)
+    assert.deepEqual(r.stages, [[0, 4]]);
+    assert.deepEqual(r.last, [3, 4]);
   });
 
   it('caches completed files: a reload serves the final model without network', async () => {
