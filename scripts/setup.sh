@@ -20,8 +20,8 @@ if ! python3 -c "import onnx, onnxruntime, numpy, pydicom, PIL, brotli" 2>/dev/n
   python3 -m pip install --quiet --root-user-action=ignore "onnx==1.23.2" "onnxruntime==1.32.0" "numpy<3" "pydicom==3.0.2" "pillow==13.0.0" "brotli==1.2.1"
 fi
 
-# wasm: the target, and the wasm-bindgen CLI at exactly the version Cargo.toml pins
-rustup target add wasm32-unknown-unknown >/dev/null 2>&1
+# wasm: the targets (the browser runtime; the CLI for Node under WASI), and the wasm-bindgen CLI at exactly the version Cargo.toml pins
+rustup target add wasm32-unknown-unknown wasm32-wasip1 >/dev/null 2>&1
 wbg=$(grep -Eo 'wasm-bindgen = "=[0-9.]+"' Cargo.toml | grep -Eo '[0-9]+\.[0-9]+\.[0-9]+')
 if [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$wbg" ] \
   || ! command -v wasm-bindgen-test-runner >/dev/null; then

@@ -11,7 +11,7 @@
 //! * [`kernels`]: the dequantize-and-add loop (scalar, SSE2, simd128).
 //! * [`onnx`]: model surgery (weights, base graph, plain graph for tract).
 //! * [`runtime`]: [`ProgressiveModel`], the live, patchable model.
-//! * `web` (wasm32 only): the wasm-bindgen layer the npm package wraps.
+//! * `web` (wasm32 in the browser only): the wasm-bindgen layer the npm package wraps.
 
 pub mod calibrate;
 pub mod encoder;
@@ -22,7 +22,7 @@ pub mod onnx;
 pub mod parallel;
 pub mod quant;
 pub mod runtime;
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
 pub mod web;
 
 pub use encoder::{encode, Clipping, EncodeOptions, Encoded};

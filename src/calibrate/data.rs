@@ -312,7 +312,7 @@ impl Bound<'_> {
     }
 }
 
-#[cfg(not(target_arch = "wasm32"))]
+#[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
 impl Calibration {
     /// Reads a NumPy `.npy` array shaped `[count, …item]` (float32, int64,
     /// int32, uint8 or bool, C order) as the values of input `name`
@@ -323,7 +323,7 @@ impl Calibration {
 }
 
 /// One `.npy` array as an input's values.
-#[cfg(not(target_arch = "wasm32"))]
+#[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
 pub fn read_npy(bytes: &[u8], name: Option<&str>) -> Result<InputData> {
     let bad = |why: String| Error::Invalid(format!("calibration .npy: {why}"));
     let file = npyz::NpyFile::new(bytes).map_err(|e| bad(format!("not a readable .npy file ({e})")))?;

@@ -14,7 +14,7 @@
 //! order.
 
 pub mod data;
-#[cfg(not(target_arch = "wasm32"))]
+#[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
 pub mod images;
 pub mod synthetic;
 

@@ -36,7 +36,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-#[cfg(not(target_arch = "wasm32"))]
+#[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
 use p2u::calibrate::{self, images, Calibration};
 use p2u::encoder::{BaseBudget, ChunkOrder};
 use p2u::format::expected_hash;
@@ -205,6 +205,15 @@ pub struct EncodeFlags {
 }
 
 fn main() -> ExitCode {
+    // Under WASI (the npm package's `npx p2u-onnx`) relative paths resolve
+    // from "/" unless the launcher passes the caller's directory.
+    #[cfg(target_os = "wasi")]
+    if let Some(dir) = std::env::var_os("P2U_WASI_CWD") {
+        if let Err(e) = std::env::set_current_dir(&dir) {
+            eprintln!("p2u: error: cannot enter {}: {e}", std::path::Path::new(&dir).display());
+            return ExitCode::FAILURE;
+        }
+    }
     let cli = Cli::parse();
     let quiet = cli.quiet;
     QUIET.store(quiet, std::sync::atomic::Ordering::Relaxed);
@@ -302,7 +311,7 @@ pub fn parse_budget(v: &str) -> Result<BaseBudget> {
 
 /// Calibration files are read by the native build only (the wasm32 build of
 /// this binary exists because `cargo test` builds every target).
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
 fn read_calibration(_: &[&str], _: Option<&str>, _: &tract_onnx::pb::ModelProto) -> Result<p2u::calibrate::Calibration> {
     Err(Error::Unsupported("reading calibration files needs the native p2u build".into()))
 }
@@ -311,7 +320,7 @@ fn read_calibration(_: &[&str], _: Option<&str>, _: &tract_onnx::pb::ModelProto)
 /// `NAME=FILE.npy` per input, a directory of `.npy` files (named after the
 /// model's inputs, or concatenated in name order), or a directory of images
 /// preprocessed as `preprocess` (JSON text or a file holding it) declares.
-#[cfg(not(target_arch = "wasm32"))]
+#[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
 fn read_calibration(specs: &[&str], preprocess: Option<&str>, model: &tract_onnx::pb::ModelProto) -> Result<Calibration> {
     let named = |spec: &str| match spec.split_once('=') {
         Some((name, path)) if !name.is_empty() && !Path::new(spec).exists() => (Some(name.to_string()), PathBuf::from(path)),
@@ -339,7 +348,7 @@ fn read_calibration(specs: &[&str], preprocess: Option<&str>, model: &tract_onnx
     Calibration::from_inputs(parts, calibrate::Origin::Data)
 }
 
-#[cfg(not(target_arch = "wasm32"))]
+#[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
 fn read_calibration_dir(
     dir: &Path,
     preprocess: Option<&str>,

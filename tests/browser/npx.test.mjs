@@ -1,0 +1,88 @@
+// The encoder without Rust: `npx p2u-onnx encode …` from the `npm pack`
+// tarball runs the CLI compiled for WASI in Node, with the native CLI's
+// flags, and writes the very bytes the native CLI writes — data-free and
+// calibrated from a folder of PNG images.
+
+import { it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { homedir, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fixtures, repo } from './harness.mjs';
+
+const nativeBin = process.env.P2U_BIN ?? join(process.env.CARGO_TARGET_DIR ?? join(homedir(), '.cache', 'p2u', 'target'), 'release', 'p2u');
+let app;
+
+/** `npx --no-install p2u-onnx ARGS` in the app directory. */
+const npx = (args) => spawnSync('npx', ['--no-install', 'p2u-onnx', ...args], { cwd: app, encoding: 'utf8' });
+const native = (args) => spawnSync(nativeBin, args, { cwd: app, encoding: 'utf8' });
+
+function sameFiles(a, b) {
+  const files = readdirSync(join(app, a)).sort();
+  assert.deepEqual(files, readdirSync(join(app, b)).sort());
+  for (const f of files) assert.ok(readFileSync(join(app, a, f)).equals(readFileSync(join(app, b, f))), `${f} differs between ${a} and ${b}`);
+  return files;
+}
+
+before(() => {
+  app = mkdtempSync(join(tmpdir(), 'p2u-npx-'));
+  execFileSync('npm', ['pack', join(repo, 'pkg'), '--pack-destination', app], { stdio: 'pipe' });
+  const tarball = readdirSync(app).find((f) => f.endsWith('.tgz'));
+  writeFileSync(join(app, 'package.json'), JSON.stringify({ name: 'web-project', private: true, type: 'module' }));
+  execFileSync('npm', ['install', '--no-audit', '--no-fund', `./${tarball}`], { cwd: app, stdio: 'pipe' });
+  copyFileSync(join(fixtures, 'resnet_original.onnx'), join(app, 'model.onnx'));
+  // 12 gray 28×28 PNGs (smooth shapes), written by Pillow
+  mkdirSync(join(app, 'images'));
+  execFileSync('python3', ['-c', `
+import numpy as np
+from PIL import Image
+rng = np.random.default_rng(7)
+y, x = np.mgrid[0:28, 0:28]
+for i in range(12):
+    cy, cx, r = rng.uniform(8, 20, 2).tolist() + [rng.uniform(4, 10)]
+    img = 255 * np.exp(-((y - cy) ** 2 + (x - cx) ** 2) / (2 * r * r))
+    Image.fromarray(img.astype(np.uint8), 'L').save(f'images/{i:02}.png')
+`], { cwd: app });
+});
+
+after(() => app && rmSync(app, { recursive: true, force: true }));
+
+it('npx p2u-onnx has the native CLI: help, usage errors, version', () => {
+  const help = npx(['encode', '--help']);
+  assert.equal(help.status, 0, help.stderr);
+  assert.match(help.stdout, /Usage: p2u encode/);
+  assert.match(help.stdout, /--calibration/);
+  const bad = npx(['encode', 'model.onnx', '--bits', '4']);
+  assert.equal(bad.status, 2, bad.stderr);
+  assert.match(bad.stderr, /--bits/);
+  const version = npx(['--version']);
+  assert.equal(version.status, 0);
+  assert.match(version.stdout, /^p2u \d+\.\d+\.\d+/);
+  const missing = npx(['encode', 'nothere.onnx', '-o', 'x']);
+  assert.equal(missing.status, 1);
+  assert.match(missing.stderr, /nothere\.onnx/);
+});
+
+it('npx p2u-onnx encode writes the bytes the native CLI writes (relative paths, data-free)', () => {
+  const a = npx(['encode', 'model.onnx', '-o', 'out-npx']);
+  assert.equal(a.status, 0, a.stderr);
+  const b = native(['encode', 'model.onnx', '-o', 'out-native']);
+  assert.equal(b.status, 0, b.stderr);
+  assert.deepEqual(sameFiles('out-npx', 'out-native'), ['model.base.onnx', 'model.json', 'model.p2u']);
+  const v = npx(['verify', 'model.onnx', 'out-npx', '--json']);
+  assert.equal(v.status, 0, v.stderr);
+  assert.equal(JSON.parse(v.stdout).ok, true);
+});
+
+it('npx p2u-onnx encode calibrates from a folder of images with the native result', () => {
+  const args = ['--quiet', 'encode', 'model.onnx', '--calibration', 'images', '--preprocess', '{"mean": [0.286], "std": [0.353]}', '--base-budget', '3b'];
+  const a = npx([...args, '-o', 'cal-npx']);
+  assert.equal(a.status, 0, a.stderr);
+  assert.equal(a.stderr, '', '--quiet');
+  const b = native([...args, '-o', 'cal-native']);
+  assert.equal(b.status, 0, b.stderr);
+  sameFiles('cal-npx', 'cal-native');
+  const m = JSON.parse(readFileSync(join(app, 'cal-npx', 'model.json'), 'utf8'));
+  assert.ok(m.stages.length >= 2);
+});
