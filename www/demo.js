@@ -185,7 +185,8 @@ function showPrediction(p, result) {
 function drawChart(s) {
   const svg = $('chart');
   const [W, H, L, R, T, B] = [640, 240, 44, 56, 12, 28];
-  const total = s.totalBytes || 1;
+  // one byte axis for p2u's files and the fp32 file the same link would bring
+  const total = Math.max(s.totalBytes, s.totalBytes ? config.fp32Bytes : 0) || 1;
   const x = (b) => L + ((W - L - R) * b) / total;
   const y = (p) => T + (H - T - B) * (1 - p);
   const parts = [
@@ -208,6 +209,15 @@ function drawChart(s) {
       if (i === 0) d = `M${x0.toFixed(1)},${ly(errs[0]).toFixed(1)} L${x(st.cumulative_bytes).toFixed(1)},${ly(errs[0]).toFixed(1)} `;
     });
     parts.push(`<path d="${d}" fill="none" stroke="#57606a" stroke-dasharray="5 4"/>`);
+    // where each stage is complete
+    stages.forEach((st) => {
+      const xs = x(st.cumulative_bytes).toFixed(1);
+      parts.push(`<line class="stage-mark" x1="${xs}" y1="${y(0)}" x2="${xs}" y2="${y(1)}" stroke="#8c959f" stroke-dasharray="1 3"/>`);
+      parts.push(`<text x="${xs}" y="${y(0) - 4}" font-size="10" text-anchor="end" fill="#57606a">${st.stage === 0 ? 'base' : `stage ${st.stage}`}</text>`);
+    });
+    const xf = x(config.fp32Bytes).toFixed(1);
+    parts.push(`<line class="fp32-mark" x1="${xf}" y1="${y(0)}" x2="${xf}" y2="${y(1)}" stroke="#6e7781" stroke-width="2" stroke-dasharray="2 2"/>`);
+    parts.push(`<text x="${xf}" y="${y(0.5)}" font-size="10" text-anchor="end" fill="#6e7781" transform="rotate(-90 ${xf} ${y(0.5)})" dy="-4">fp32 file complete</text>`);
     parts.push(`<text x="${W - R + 4}" y="${y(1) + 4}" font-size="11">err 1</text><text x="${W - R + 4}" y="${y(0) + 4}" font-size="11">1e-7</text>`);
   }
   CLASSES.forEach((name, c) => {

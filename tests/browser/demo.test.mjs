@@ -10,7 +10,7 @@ import { open, repo } from './harness.mjs';
 const assets = process.env.P2U_DEMO_ASSETS ?? join(homedir(), '.cache', 'p2u', 'demo-web');
 let h;
 before(async () => {
-  h = await open({ '/': join(repo, 'www'), '/demo/': assets }, { viewport: { width: 1100, height: 1000 } });
+  h = await open({ '/': join(repo, 'www'), '/demo/': assets }, { viewport: { width: 1280, height: 720 } });
 });
 after(async () => {
   await h?.close();
@@ -20,12 +20,20 @@ it('the demo shows a preview prediction before the stream ends, then the final o
   const { page, origin } = h;
   const errors = [];
   page.on('pageerror', (e) => errors.push(e.message));
+  page.on('console', (m) => m.type() === 'error' && errors.push(`console: ${m.text()}`));
+  const stageLabels = [];
+  await page.exposeFunction('recordStage', (t) => stageLabels.push(t));
   await page.goto(`${origin}/`);
   await page.selectOption('#sample', 'Te-me_0017.jpg');
   await page.waitForFunction(() => document.querySelector('#truth').textContent.includes('meningioma'));
   await page.selectOption('#bandwidth', '50');
+  await page.evaluate(() => new MutationObserver(() => window.recordStage(document.querySelector('#stage').textContent))
+    .observe(document.querySelector('#stage'), { childList: true, characterData: true, subtree: true }));
   await page.click('#load');
   await page.waitForSelector('#marker.preview', { timeout: 120000 });
+  // at 1280×720 the prediction is on screen without scrolling
+  const bars = await page.evaluate(() => [...document.querySelectorAll('#prediction .bar, #marker')].map((e) => e.getBoundingClientRect().bottom));
+  assert.ok(bars.length === 5 && Math.max(...bars) <= 720, `prediction bottom at ${Math.max(...bars)} px`);
   const atPreview = await page.evaluate(() => ({
     marker: document.querySelector('#marker').textContent,
     stream: document.querySelector('#stream-bar').value,
@@ -49,8 +57,13 @@ it('the demo shows a preview prediction before the stream ends, then the final o
   assert.equal(done.stream, 1);
   assert.match(done.stage, /exact/);
   assert.equal(done.lines, 4);
+  // stage labels count the stages from the first event on
+  const stageTexts = stageLabels.filter((t) => t.startsWith('stage'));
+  assert.ok(stageTexts.length > 0 && stageTexts.every((t) => /^stage \d of 3 /.test(t)), stageTexts.slice(0, 3).join(' | '));
+  assert.equal(await page.locator('#chart .stage-mark').count(), 4, 'a boundary per stage');
+  assert.equal(await page.locator('#chart .fp32-mark').count(), 1, 'the fp32 lane on the same axis');
   const shot = join(process.env.P2U_ARTIFACTS ?? tmpdir(), 'p2u-demo.png');
-  await page.screenshot({ path: shot, fullPage: true });
+  await page.screenshot({ path: shot });
   console.log(`# demo screenshot: ${shot} (first prediction ${done.tFirst}, final ${done.tFinal})`);
 
   // the DICOM path: a 16-bit sample, windowed, classified by the same model

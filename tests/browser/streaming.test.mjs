@@ -320,4 +320,26 @@ describe('streaming in Chromium', () => {
     assert.ok(r.stages > 10);
     assert.deepEqual(r.bits, await originalBits('mnv2'));
   });
+
+  it('a worker takes a compiled wasm Module; a wrong wasm or worker URL is an error naming it', async () => {
+    const r = await inPage(async (p2u, { arg }) => {
+      const module = await WebAssembly.compileStreaming(fetch('/pkg/wasm/p2u_wasm_bg.wasm'));
+      const m = await p2u.loadInWorker(arg.url, { cache: false, wasm: module });
+      const ok = (await m.run(new Float32Array(784), [1, 1, 28, 28])).outputs.length;
+      m.dispose();
+      const fail = (e) => [e.kind, e.message];
+      const notWasm = await p2u.loadInWorker(arg.url, { cache: false, wasm: '/fx/resnet/resnet_fmnist.json' }).then(() => null, fail);
+      const missingWasm = await p2u.loadInWorker(arg.url, { cache: false, wasm: '/fx/no/such.wasm' }).then(() => null, fail);
+      const noWorker = await p2u.loadInWorker(arg.url, { cache: false, workerUrl: '/fx/no/worker.js' }).then(() => null, fail);
+      return { ok, notWasm, missingWasm, noWorker };
+    }, { url: RESNET });
+    assert.equal(r.ok, 1);
+    assert.equal(r.notWasm[0], 'network');
+    assert.match(r.notWasm[1], /resnet_fmnist\.json is not the p2u wasm runtime \(content-type application\/json/);
+    assert.equal(r.missingWasm[0], 'network');
+    assert.match(r.missingWasm[1], /GET http:\/\/[^ ]+\/fx\/no\/such\.wasm \(the p2u wasm runtime\): HTTP 404/);
+    assert.equal(r.noWorker[0], 'internal');
+    assert.match(r.noWorker[1], /worker failed to start: its script could not be loaded .*workerUrl/);
+    assert.doesNotMatch(r.noWorker[1], /object Event/);
+  });
 });
