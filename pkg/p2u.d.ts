@@ -191,6 +191,10 @@ export interface ProgressiveModel {
   /** Resolves once exact; rejects with a P2uError if the stream failed for good. */
   readonly finalized: Promise<StageStatus>;
   readonly manifest: unknown | null;
+  /** Class names of the first output, from the manifest (`p2u encode --labels`), or null. */
+  readonly labels: string[] | null;
+  /** The model card from the manifest (`p2u encode --card`): a JSON object or text, or null. */
+  readonly card: Record<string, unknown> | string | null;
   readonly source: 'network' | 'cache' | 'mixed';
   /** Milliseconds from load() until the model could run. */
   readonly timeToFirstRun: number;

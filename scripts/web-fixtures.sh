@@ -8,7 +8,8 @@ out="${1:-${P2U_WEB_FIXTURES:-$HOME/.cache/p2u/web-fixtures}}"
 models="${P2U_SHARED_MODELS:-../shared/models}"
 p2u="${CARGO_TARGET_DIR:-$HOME/.cache/p2u/target}/release/p2u"
 mkdir -p "$out"
-"$p2u" encode "$models/resnet_fmnist.onnx" -o "$out/resnet" >/dev/null 2>&1
+printf '%s\n' T-shirt/top Trouser Pullover Dress Coat Sandal Shirt Sneaker Bag 'Ankle boot' > "$out/fmnist_labels.txt"
+"$p2u" encode "$models/resnet_fmnist.onnx" -o "$out/resnet" --labels "$out/fmnist_labels.txt" >/dev/null 2>&1
 "$p2u" encode "$models/mobilenetv2_imagenet.onnx" -o "$out/mnv2" >/dev/null 2>&1
 # a second encode of the same model: the "file changed on the server" of the fault tests
 "$p2u" encode "$models/resnet_fmnist.onnx" --base-bits 3 --order layer -o "$out/resnet3" >/dev/null 2>&1

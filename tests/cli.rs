@@ -308,3 +308,26 @@ fn help_usage_errors_quiet_and_json_output() {
     let o = p2u(&[&"encode", &model, &"-o", &out, &"--min-elements", &"16"]);
     assert!(o.status.success() && !o.stderr.contains(&b'\r'), "{}", text(&o));
 }
+
+#[test]
+fn labels_and_model_card_reach_the_manifest() {
+    let dir = scratch("labels");
+    let model = write_model(&dir, "fixture.onnx", &fixture_model());
+    let classes = p2u::onnx::declared_outputs(&fixture_model()).unwrap()[0].dims.last().copied().flatten().expect("fixed classes");
+    let labels = dir.join("labels.txt");
+    std::fs::write(&labels, (0..classes).map(|i| format!("class {i}\n")).collect::<String>()).unwrap();
+    let card = dir.join("card.json");
+    std::fs::write(&card, r#"{"intended_use": "tests", "license": "MIT"}"#).unwrap();
+    let out = dir.join("enc");
+    let o = p2u(&[&"encode", &model, &"-o", &out, &"--min-elements", &"16", &"--labels", &labels, &"--card", &card]);
+    assert!(o.status.success(), "{}", text(&o));
+    let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("fixture.json")).unwrap()).unwrap();
+    assert_eq!(m["labels"].as_array().unwrap().len(), classes);
+    assert_eq!(m["labels"][0], "class 0");
+    assert_eq!(m["card"]["intended_use"], "tests");
+    // a label count that is not the model's class count is refused before any work
+    std::fs::write(&labels, "only\none\n").unwrap();
+    let o = p2u(&[&"encode", &model, &"-o", &out, &"--labels", &labels]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains(&format!("2 labels, but the model's first output has {classes} classes")), "{}", text(&o));
+}

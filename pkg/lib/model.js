@@ -101,6 +101,10 @@ export class ModelView {
     this._status = status;
     /** The manifest (stages, byte counts, errors per stage) if loaded from one. */
     this.manifest = info.manifest ?? null;
+    /** Class names of the first output (from the manifest; `p2u encode --labels`), or null. */
+    this.labels = Array.isArray(this.manifest?.labels) && this.manifest.labels.length ? this.manifest.labels : null;
+    /** The model card (a JSON object or text; `p2u encode --card`), or null. */
+    this.card = this.manifest?.card ?? null;
     /** Where the files came from: 'network', 'cache' or 'mixed'. */
     this.source = info.source;
     /** Milliseconds from `load()` until the model could run. */

@@ -739,6 +739,8 @@ fn assemble(
         weights_sha256: hex(&whash),
         stages: stage_infos,
         exact_in_base: vec![],
+        labels: vec![],
+        card: None,
         tensors: weights
             .iter()
             .zip(encoded)

@@ -36,6 +36,14 @@ pub struct Manifest {
     /// Weights the mixed-precision allocation keeps exact (f32) in the base.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exact_in_base: Vec<String>,
+    /// Class names of the first output's last axis, when the encoder was
+    /// given them (`p2u encode --labels`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
+    /// A model card (a JSON object, or text), when the encoder was given one
+    /// (`p2u encode --card`): what the model is for, its data, its limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub card: Option<serde_json::Value>,
 }
 
 impl Manifest {

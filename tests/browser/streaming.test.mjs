@@ -250,12 +250,14 @@ describe('streaming in Chromium', () => {
       await m.finalized;
       const diff = Math.max(...a.output.map((v, i) => Math.abs(v - b.output[i])));
       return {
-        inputMetadata: m.inputMetadata, outputMetadata: m.outputMetadata, inputNames: m.inputNames, outputNames: m.outputNames,
+        inputMetadata: m.inputMetadata, outputMetadata: m.outputMetadata, inputNames: m.inputNames, outputNames: m.outputNames, labels: m.labels,
         byName: Object.keys(a.byName), same: a.byName.logits.data === a.outputs[0].data, name0: a.outputs[0].name,
         diff, bDims: b.dims, transposed, wrongLayout, badMean, floatWindow, stages: stages.slice(0, 1), last: stages.at(-1),
       };
     }, { url: RESNET, dims: RESNET_DIMS });
     assert.deepEqual(r.inputNames, ['input']);
+    assert.equal(r.labels.length, 10);
+    assert.equal(r.labels[9], 'Ankle boot');
     assert.deepEqual(r.outputNames, ['logits']);
     assert.deepEqual(r.inputMetadata, [{ name: 'input', type: 'float32', shape: ['N', 1, 28, 28], dims: [1, 1, 28, 28] }]);
     assert.equal(r.outputMetadata[0].name, 'logits');

@@ -107,6 +107,12 @@ struct EncodeCmd {
     output: PathBuf,
     #[command(flatten)]
     flags: EncodeFlags,
+    /// Class names for the manifest: a text file with one per line, or a JSON array (as many as the first output's classes).
+    #[arg(long, value_name = "FILE")]
+    labels: Option<PathBuf>,
+    /// A model card for the manifest: a JSON object, or a text/Markdown file.
+    #[arg(long, value_name = "FILE")]
+    card: Option<PathBuf>,
     /// Print the manifest as JSON on stdout (instead of the stage table).
     #[arg(long)]
     json: bool,
@@ -400,6 +406,7 @@ pub fn encode_file(
     model: &tract_onnx::pb::ModelProto,
     out_dir: &Path,
     opts: &EncodeOptions,
+    about: &ModelAbout,
     quiet: bool,
 ) -> Result<Manifest> {
     let name = model_path
@@ -412,7 +419,9 @@ pub fn encode_file(
     let info = p2u::encoder::file_info(&model_path.file_name().unwrap_or_default().to_string_lossy(), &original);
     let mut bars = progress::Phases::new(quiet);
     let mut progress = |p: p2u::encoder::Progress<'_>| bars.update(p.phase.name(), p.done, p.total);
-    let enc = p2u::encode(model, &name, info, opts, &mut progress)?;
+    let mut enc = p2u::encode(model, &name, info, opts, &mut progress)?;
+    enc.manifest.labels = about.labels.clone();
+    enc.manifest.card = about.card.clone();
     drop(progress);
     bars.finish();
     for n in &enc.notes {
@@ -430,8 +439,11 @@ fn encode(c: EncodeCmd, quiet: bool) -> Result<()> {
     let t = std::time::Instant::now();
     // everything but the calibration data is checked before the model is read
     encode_options(&c.flags, None)?.validate()?;
+    let card = c.card.as_deref().map(read_card).transpose()?;
     let proto = onnx::load_model(&c.model)?;
-    let m = encode_file(&c.model, &proto, &c.output, &encode_options(&c.flags, Some(&proto))?, quiet)?;
+    let labels = c.labels.as_deref().map(|p| read_labels(p, &proto)).transpose()?.unwrap_or_default();
+    let about = ModelAbout { labels, card };
+    let m = encode_file(&c.model, &proto, &c.output, &encode_options(&c.flags, Some(&proto))?, &about, quiet)?;
     note!("encoded {} in {:.1} s", m.name, t.elapsed().as_secs_f64());
     if c.json {
         say_json(&m);
@@ -439,6 +451,45 @@ fn encode(c: EncodeCmd, quiet: bool) -> Result<()> {
         print_stages(&m);
     }
     Ok(())
+}
+
+/// What the manifest says about the model beyond its files (labels, card).
+#[derive(Default)]
+pub struct ModelAbout {
+    labels: Vec<String>,
+    card: Option<serde_json::Value>,
+}
+
+/// Class names from a text file (one per line) or a JSON array of strings;
+/// as many as the first output's last axis when that is fixed.
+fn read_labels(path: &Path, model: &tract_onnx::pb::ModelProto) -> Result<Vec<String>> {
+    let text = String::from_utf8(read(path)?).map_err(|_| Error::Invalid(format!("--labels {}: not UTF-8 text", path.display())))?;
+    let labels: Vec<String> = if text.trim_start().starts_with('[') {
+        serde_json::from_str(&text).map_err(|e| Error::Invalid(format!("--labels {}: not a JSON array of strings: {e}", path.display())))?
+    } else {
+        text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect()
+    };
+    if labels.is_empty() {
+        return Err(Error::Invalid(format!("--labels {}: no labels", path.display())));
+    }
+    let classes = onnx::declared_outputs(model)?.first().and_then(|o| o.dims.last().copied().flatten());
+    if let Some(n) = classes.filter(|&n| n != labels.len()) {
+        return Err(Error::Invalid(format!(
+            "--labels {}: {} labels, but the model's first output has {n} classes",
+            path.display(),
+            labels.len()
+        )));
+    }
+    Ok(labels)
+}
+
+/// A model card: a JSON object as is, any other text as a string.
+fn read_card(path: &Path) -> Result<serde_json::Value> {
+    let text = String::from_utf8(read(path)?).map_err(|_| Error::Invalid(format!("--card {}: not UTF-8 text", path.display())))?;
+    if text.trim_start().starts_with('{') {
+        return serde_json::from_str(&text).map_err(|e| Error::Invalid(format!("--card {}: not a JSON object: {e}", path.display())));
+    }
+    Ok(serde_json::Value::String(text))
 }
 
 /// Loads the manifest of an encoded directory (the only `*.json` there).
