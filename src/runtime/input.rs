@@ -199,7 +199,8 @@ mod tests {
         };
         assert_eq!(t.apply(&rgba, 2, 1, 4).unwrap(), vec![10.0, 40.0, 5.0, 20.0, 2.5, 10.0]);
         let nhwc = PixelTransform { layout: Layout::Nhwc, channels: Channels::Bgr, ..t.clone() };
-        assert_eq!(nhwc.apply(&rgba, 2, 1, 4).unwrap(), vec![30.0, 5.0, 2.5, 60.0, 20.0, 10.0]);
+        // BGR: the constants apply to the model's channels (B, G, R)
+        assert_eq!(nhwc.apply(&rgba, 2, 1, 4).unwrap(), vec![30.0, 5.0, -2.5, 60.0, 20.0, 5.0]);
         let gray = PixelTransform { channels: Channels::Gray, mean: vec![0.0], std: vec![1.0], ..t.clone() };
         assert_eq!(gray.apply(&[255, 255, 255, 0], 1, 1, 4).unwrap(), vec![255.0]);
         assert!(t.apply(&rgba, 3, 1, 4).is_err());
