@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 import { CHROMIUM_ARGS, fixtures, repo } from './harness.mjs';
+import { startServer } from '../../www/server.mjs';
 
 const VITE = '7.3.8';
 
@@ -23,12 +24,13 @@ const INDEX_HTML = `<!doctype html>
 
 const MAIN_JS = `import { load, loadInWorker } from 'p2u-onnx';
 
-const worker = new URLSearchParams(location.search).has('worker');
+const q = new URLSearchParams(location.search);
+const worker = q.has('worker');
 const show = (id, text) => (document.getElementById(id).textContent = text);
 const top = (r) => r.output.indexOf(Math.max(...r.output));
 try {
   const x = new Float32Array(await (await fetch('/mnv2_input.f32')).arrayBuffer());
-  const model = await (worker ? loadInWorker : load)('/mnv2/mobilenetv2_imagenet.json', { cache: false });
+  const model = await (worker ? loadInWorker : load)(q.get('model') ?? '/mnv2/mobilenetv2_imagenet.json', { cache: false });
   const [n, c, h, w] = model.inputMetadata[0].dims;
   const first = await model.run(x, [n, c, h, w]);
   show('first', 'class ' + top(first) + ' stage ' + first.stage + (first.final ? ' final' : ' preview'));
@@ -42,6 +44,10 @@ try {
 
 let app;
 let browser;
+let fixtureServer;
+/** The model, from the fixture server over a 2.5 MB/s link: the first
+ * result comes from the base while the stream is still arriving. */
+let modelParam;
 const servers = [];
 
 /** Starts `vite ARGS` in the app and resolves with the URL it prints. */
@@ -74,7 +80,8 @@ async function visit(url, shot) {
   const page = await browser.newPage();
   const failed = [];
   page.on('response', (r) => r.status() >= 400 && failed.push(`${r.status()} ${r.url()}`));
-  page.on('requestfailed', (r) => failed.push(`failed ${r.url()}`));
+  // (ERR_ABORTED: requests cut when the page closes, e.g. the throttled link's)
+  page.on('requestfailed', (r) => r.failure()?.errorText !== 'net::ERR_ABORTED' && failed.push(`failed ${r.url()} (${r.failure()?.errorText})`));
   page.on('pageerror', (e) => failed.push(`page error ${e.message}`));
   await page.goto(url);
   await page.waitForFunction(() => document.querySelector('#final').textContent || document.querySelector('#error').textContent, null, { timeout: 180000 });
@@ -96,14 +103,17 @@ before(async () => {
   writeFileSync(join(app, 'index.html'), INDEX_HTML);
   mkdirSync(join(app, 'src'));
   writeFileSync(join(app, 'src', 'main.js'), MAIN_JS);
-  cpSync(join(fixtures, 'mnv2'), join(app, 'public', 'mnv2'), { recursive: true });
+  mkdirSync(join(app, 'public'));
   cpSync(join(fixtures, 'mnv2_input.f32'), join(app, 'public', 'mnv2_input.f32'));
+  fixtureServer = await startServer({ mounts: { '/fx/': fixtures } });
+  modelParam = `model=${encodeURIComponent(`${fixtureServer.origin}/s/rate=2500000/fx/mnv2/mobilenetv2_imagenet.json`)}`;
   const profile = mkdtempSync(join(tmpdir(), 'p2u-chromium-'));
   browser = await chromium.launchPersistentContext(profile, { executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium', args: CHROMIUM_ARGS, headless: true });
 });
 
 after(async () => {
   await browser?.close();
+  await fixtureServer?.close();
   for (const s of servers) s.kill();
   if (app) rmSync(app, { recursive: true, force: true });
 });
@@ -118,9 +128,9 @@ function assertServed(seen, where) {
 it('the Vite dev server serves the package with no config, on the main thread and in a worker', async () => {
   assert.ok(!readdirSync(app).some((f) => f.startsWith('vite.config')), 'the app has no Vite config');
   const url = await vite([]);
-  assertServed(await visit(url, 'p2u-vite-dev.png'), 'dev, main thread');
+  assertServed(await visit(`${url}?${modelParam}`, 'p2u-vite-dev.png'), 'dev, main thread');
   assert.ok(existsSync(join(app, 'node_modules', '.vite', 'deps', '_metadata.json')), 'the dev server pre-bundled the package');
-  assertServed(await visit(`${url}?worker`, 'p2u-vite-dev-worker.png'), 'dev, worker');
+  assertServed(await visit(`${url}?worker&${modelParam}`, 'p2u-vite-dev-worker.png'), 'dev, worker');
 });
 
 it('vite build + vite preview serve the package with no config, on the main thread and in a worker', async () => {
@@ -129,7 +139,7 @@ it('vite build + vite preview serve the package with no config, on the main thre
   assert.ok(assets.some((f) => /^p2u_wasm_bg-.*\.wasm$/.test(f)), `the build ships the wasm: ${assets}`);
   assert.ok(assets.some((f) => /^worker-.*\.js$/.test(f)), `the build ships the worker as a file: ${assets}`);
   const url = await vite(['preview']);
-  assertServed(await visit(url, 'p2u-vite-preview.png'), 'preview, main thread');
-  assertServed(await visit(`${url}?worker`, 'p2u-vite-preview-worker.png'), 'preview, worker');
+  assertServed(await visit(`${url}?${modelParam}`, 'p2u-vite-preview.png'), 'preview, main thread');
+  assertServed(await visit(`${url}?worker&${modelParam}`, 'p2u-vite-preview-worker.png'), 'preview, worker');
   console.log(`# screenshots: ${process.env.P2U_ARTIFACTS ?? tmpdir()}/p2u-vite-*.png`);
 });
