@@ -63,7 +63,7 @@ async function compileResponse(res, url) {
     try {
       return await WebAssembly.compileStreaming(res);
     } catch (e) {
-      throw new P2uError(`${url}: the p2u wasm runtime did not compile (${e.message}); it needs WebAssembly SIMD (Chrome 91, Firefox 89, Safari 16.4 or later)`, 'unsupported', { cause: e });
+      throw compileError(url, e);
     }
   }
   const bytes = new Uint8Array(await res.arrayBuffer());
@@ -78,9 +78,12 @@ async function compileResponse(res, url) {
   try {
     return await WebAssembly.compile(bytes);
   } catch (e) {
-    throw new P2uError(`${url}: the p2u wasm runtime did not compile (${e.message}); it needs WebAssembly SIMD (Chrome 91, Firefox 89, Safari 16.4 or later)`, 'unsupported', { cause: e });
+    throw compileError(url, e);
   }
 }
+
+const compileError = (url, e) =>
+  new P2uError(`${url}: the p2u wasm runtime did not compile (${e.message}); it needs WebAssembly SIMD (Chrome 91, Firefox 89, Safari 16.4 or later)`, 'unsupported', { cause: e });
 
 /** The public status from the runtime's `{ stage, stages, chunksApplied,
  * chunksTotal, exact }`. */
@@ -227,12 +230,10 @@ export class P2uModel extends ModelView {
       if (isPixelInput(input)) {
         const p = input;
         r = wasm.runPixels(p.pixels, p.width, p.height, p.stride, p.channels, p.layout, p.scale, Float32Array.from(p.mean), Float32Array.from(p.std));
-      } else if (input instanceof Float32Array) {
-        const map = normalizationArgs(input, options.normalize, dicomWindow);
-        r = map ? wasm.runF32Mapped(input, d, ...map) : wasm.runF32(input, d);
       } else {
         const map = normalizationArgs(input, options.normalize, dicomWindow);
-        r = runInteger(wasm, input, d, map);
+        if (input instanceof Float32Array) r = map ? wasm.runF32Mapped(input, d, ...map) : wasm.runF32(input, d);
+        else r = runInteger(wasm, input, d, map);
       }
     } catch (e) {
       throw asP2uError(e, 'engine');

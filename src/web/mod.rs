@@ -148,6 +148,8 @@ impl WasmPlainModel {
 #[wasm_bindgen(js_name = WasmModel)]
 pub struct WasmModel {
     model: ProgressiveModel,
+    /// The graph's output names (read once: every result carries them).
+    output_names: Vec<String>,
 }
 
 #[wasm_bindgen(js_class = WasmModel)]
@@ -176,7 +178,8 @@ impl WasmModel {
             ..runtime_options(input_dims, input_ranks)?
         };
         let model = ProgressiveModel::from_base(base, options).map_err(js_error)?;
-        Ok(WasmModel { model })
+        let output_names = model.outputs().into_iter().map(|o| o.name).collect();
+        Ok(WasmModel { model, output_names })
     }
 
     /// Whether a stream starting with `prefix` has the header already read:
@@ -349,8 +352,7 @@ impl WasmModel {
     fn run(&mut self, data: Vec<f32>, dims: &[u32]) -> Result<Object, JsValue> {
         let input = input_tensor(&data, dims)?;
         let r = self.model.run(vec![input]).map_err(js_error)?;
-        let names: Vec<String> = self.model.outputs().into_iter().map(|o| o.name).collect();
-        let outputs = outputs_array(&r.outputs, &names)?;
+        let outputs = outputs_array(&r.outputs, &self.output_names)?;
         let result = status_object(r.status);
         set(&result, "final", r.status.exact);
         if let Some(first) = outputs.get(0).dyn_ref::<Object>() {

@@ -4,10 +4,10 @@
 import { it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync, readdirSync, rmSync } from 'node:fs';
+import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { open, repo } from './harness.mjs';
+import { open, packPackage } from './harness.mjs';
 
 const APP_HTML = `<!doctype html>
 <html lang="en">
@@ -37,8 +37,7 @@ let app;
 let h;
 before(async () => {
   app = mkdtempSync(join(tmpdir(), 'p2u-scratch-app-'));
-  execFileSync('npm', ['pack', join(repo, 'pkg'), '--pack-destination', app], { stdio: 'pipe' });
-  const tarball = readdirSync(app).find((f) => f.endsWith('.tgz'));
+  const tarball = packPackage(app);
   writeFileSync(join(app, 'package.json'), JSON.stringify({ name: 'scratch-app', private: true, type: 'module' }));
   execFileSync('npm', ['install', '--no-audit', '--no-fund', `./${tarball}`], { cwd: app, stdio: 'pipe' });
   writeFileSync(join(app, 'index.html'), APP_HTML);

@@ -6,41 +6,21 @@
 
 import { it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawn } from 'node:child_process';
-import { cpSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { homedir, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { open, repo } from './harness.mjs';
+import { open, packPackage, repo, startVite } from './harness.mjs';
 
 const assets = process.env.P2U_DEMO_ASSETS ?? join(homedir(), '.cache', 'p2u', 'demo-web');
 let app;
-let vite;
+const children = [];
 let h;
-
-function startVite() {
-  vite = spawn(process.execPath, [join(app, 'node_modules', 'vite', 'bin', 'vite.js'), '--port', '0', '--host', '127.0.0.1'], { cwd: app, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1' } });
-  let out = '';
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`vite printed no URL:\n${out}`)), 60000);
-    const scan = (d) => {
-      out += d;
-      const m = /(http:\/\/127\.0\.0\.1:\d+\/)/.exec(out);
-      if (m) {
-        clearTimeout(timer);
-        resolve(m[1]);
-      }
-    };
-    vite.stdout.on('data', scan);
-    vite.stderr.on('data', scan);
-    vite.on('exit', (code) => reject(new Error(`vite exited with ${code}:\n${out}`)));
-  });
-}
 
 before(async () => {
   app = mkdtempSync(join(tmpdir(), 'p2u-cornerstone-'));
   cpSync(join(repo, 'examples', 'cornerstone'), app, { recursive: true, filter: (p) => !p.includes('node_modules') && !p.includes(`${join('cornerstone', 'public')}`) });
-  execFileSync('npm', ['pack', join(repo, 'pkg'), '--pack-destination', app], { stdio: 'pipe' });
-  const tarball = readdirSync(app).find((f) => f.endsWith('.tgz'));
+  const tarball = packPackage(app);
   const pkg = JSON.parse(readFileSync(join(app, 'package.json'), 'utf8'));
   pkg.dependencies['p2u-onnx'] = `file:./${tarball}`;
   writeFileSync(join(app, 'package.json'), JSON.stringify(pkg, null, 2));
@@ -51,13 +31,13 @@ before(async () => {
 });
 
 after(async () => {
-  vite?.kill();
+  for (const c of children) c.kill();
   await h?.close();
   if (app) rmSync(app, { recursive: true, force: true });
 });
 
 it('a Cornerstone3D viewport and p2u: the displayed DICOM classified as a preview, then exact; a new VOI reruns with that window', async () => {
-  const url = await startVite();
+  const url = await startVite(app, [], children);
   const { page } = h;
   const errors = [];
   page.on('pageerror', (e) => errors.push(e.message));

@@ -3,7 +3,8 @@
 // driven by playwright-core.
 
 import { chromium } from 'playwright-core';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
 import { tmpdir, homedir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -73,4 +74,37 @@ export function pageRunner(h) {
       },
       [fn.toString(), arg],
     );
+}
+
+/** `npm pack`s pkg/ into `dir` (a scratch app) and returns the tarball's file name. */
+export function packPackage(dir) {
+  execFileSync('npm', ['pack', join(repo, 'pkg'), '--pack-destination', dir], { stdio: 'pipe' });
+  return readdirSync(dir).find((f) => f.endsWith('.tgz'));
+}
+
+/** Starts `vite ARGS` (the app's own node_modules/vite) in `app` on a free
+ * port of 127.0.0.1, adds the process to `children` (to kill after the
+ * tests), and resolves with the URL it prints. */
+export function startVite(app, args, children) {
+  const child = spawn(process.execPath, [join(app, 'node_modules', 'vite', 'bin', 'vite.js'), ...args, '--port', '0', '--host', '127.0.0.1'], {
+    cwd: app,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, NO_COLOR: '1' },
+  });
+  children.push(child);
+  let out = '';
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`vite ${args.join(' ')} printed no URL:\n${out}`)), 60000);
+    const scan = (d) => {
+      out += d;
+      const m = /(http:\/\/127\.0\.0\.1:\d+\/)/.exec(out);
+      if (m) {
+        clearTimeout(timer);
+        resolve(m[1]);
+      }
+    };
+    child.stdout.on('data', scan);
+    child.stderr.on('data', scan);
+    child.on('exit', (code) => reject(new Error(`vite ${args.join(' ')} exited with ${code}:\n${out}`)));
+  });
 }

@@ -9,7 +9,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { homedir, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fixtures, repo } from './harness.mjs';
+import { fixtures, packPackage } from './harness.mjs';
 
 const nativeBin = process.env.P2U_BIN ?? join(process.env.CARGO_TARGET_DIR ?? join(homedir(), '.cache', 'p2u', 'target'), 'release', 'p2u');
 let app;
@@ -27,8 +27,7 @@ function sameFiles(a, b) {
 
 before(() => {
   app = mkdtempSync(join(tmpdir(), 'p2u-npx-'));
-  execFileSync('npm', ['pack', join(repo, 'pkg'), '--pack-destination', app], { stdio: 'pipe' });
-  const tarball = readdirSync(app).find((f) => f.endsWith('.tgz'));
+  const tarball = packPackage(app);
   writeFileSync(join(app, 'package.json'), JSON.stringify({ name: 'web-project', private: true, type: 'module' }));
   execFileSync('npm', ['install', '--no-audit', '--no-fund', `./${tarball}`], { cwd: app, stdio: 'pipe' });
   copyFileSync(join(fixtures, 'resnet_original.onnx'), join(app, 'model.onnx'));

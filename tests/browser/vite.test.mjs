@@ -6,12 +6,12 @@
 
 import { it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { cpSync, existsSync, mkdtempSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
-import { CHROMIUM_ARGS, fixtures, repo } from './harness.mjs';
+import { CHROMIUM_ARGS, fixtures, packPackage, startVite } from './harness.mjs';
 import { startServer } from '../../www/server.mjs';
 
 const VITE = '7.3.8';
@@ -50,30 +50,7 @@ let fixtureServer;
 let modelParam;
 const servers = [];
 
-/** Starts `vite ARGS` in the app and resolves with the URL it prints. */
-function vite(args) {
-  const child = spawn(process.execPath, [join(app, 'node_modules', 'vite', 'bin', 'vite.js'), ...args, '--port', '0', '--host', '127.0.0.1'], {
-    cwd: app,
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, NO_COLOR: '1' },
-  });
-  servers.push(child);
-  let out = '';
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`vite ${args.join(' ')} printed no URL:\n${out}`)), 60000);
-    const scan = (d) => {
-      out += d;
-      const m = /(http:\/\/127\.0\.0\.1:\d+\/)/.exec(out);
-      if (m) {
-        clearTimeout(timer);
-        resolve(m[1]);
-      }
-    };
-    child.stdout.on('data', scan);
-    child.stderr.on('data', scan);
-    child.on('exit', (code) => reject(new Error(`vite ${args.join(' ')} exited with ${code}:\n${out}`)));
-  });
-}
+const vite = (args) => startVite(app, args, servers);
 
 /** Opens `url` and returns what the app shows, with failed requests. */
 async function visit(url, shot) {
@@ -93,8 +70,7 @@ async function visit(url, shot) {
 
 before(async () => {
   app = mkdtempSync(join(tmpdir(), 'p2u-vite-app-'));
-  execFileSync('npm', ['pack', join(repo, 'pkg'), '--pack-destination', app], { stdio: 'pipe' });
-  const tarball = readdirSync(app).find((f) => f.endsWith('.tgz'));
+  const tarball = packPackage(app);
   writeFileSync(
     join(app, 'package.json'),
     JSON.stringify({ name: 'stock-vite-app', private: true, type: 'module', scripts: { dev: 'vite', build: 'vite build', preview: 'vite preview' } }),
