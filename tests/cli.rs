@@ -101,6 +101,84 @@ fn external_data_models_encode_and_verify() {
     assert!(o.status.success(), "{}", text(&o));
     let o = p2u(&[&"verify", &model, &out]);
     assert!(o.status.success(), "{}", text(&o));
+    // the manifest's original covers the weights file too
+    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("ext.json")).unwrap()).unwrap();
+    let data = &manifest["original_data"];
+    assert_eq!(data.as_array().map(Vec::len), Some(1), "{manifest}");
+    assert_eq!(data[0]["file"], "weights.bin");
+    assert_eq!(data[0]["bytes"], blob.len() as u64);
+    assert_eq!(data[0]["sha256"], p2u::format::hex(&p2u::format::sha256(&blob)));
+    let o = p2u(&[&"inspect", &out]);
+    let t = text(&o);
+    assert!(t.contains("external data weights.bin"), "{t}");
+    let last: f64 = t
+        .lines()
+        .find(|l| l.trim_start().starts_with("3 "))
+        .and_then(|l| l.split_whitespace().nth(5))
+        .unwrap()
+        .trim_end_matches('%')
+        .parse()
+        .unwrap();
+    assert!(last < 150.0, "the exact stage's share of the fp32 model (stub + weights; the stub alone made it 7×): {last}%\n{t}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// `value_info` of `name` with `dims`, where `None` is the symbol `N`.
+fn symbolic(name: &str, dims: &[Option<i64>]) -> tract_onnx::pb::ValueInfoProto {
+    use tract_onnx::pb::{tensor_shape_proto::dimension::Value, tensor_shape_proto::Dimension, type_proto, TensorShapeProto, TypeProto};
+    let dim = |d: &Option<i64>| Dimension {
+        value: Some(match d {
+            Some(n) => Value::DimValue(*n),
+            None => Value::DimParam("N".into()),
+        }),
+        ..Default::default()
+    };
+    let shape = TensorShapeProto { dim: dims.iter().map(dim).collect() };
+    let tensor = type_proto::Tensor { elem_type: DataType::Float as i32, shape: Some(shape) };
+    tract_onnx::pb::ValueInfoProto {
+        name: name.into(),
+        r#type: Some(TypeProto { value: Some(type_proto::Value::TensorType(tensor)), ..Default::default() }),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn dynamic_batch_models_verify_export_and_run_at_any_batch() {
+    let dir = scratch("dynamic");
+    let mut m = fixture_model();
+    let g = m.graph.as_mut().unwrap();
+    g.input[0] = symbolic("x", &[None, Some(8), Some(16), Some(16)]);
+    let out_name = g.output[0].name.clone();
+    g.output[0] = symbolic(&out_name, &[None, Some(32)]);
+    // what shape inference writes for a dynamic batch: symbolic value_info
+    g.value_info = vec![symbolic("r", &[None, Some(16), Some(16), Some(16)]), symbolic("f", &[None, Some(16)])];
+    let model = write_model(&dir, "dyn.onnx", &m);
+    let out = dir.join("enc");
+    for args in [
+        vec![&"encode" as &dyn AsRef<std::ffi::OsStr>, &model, &"-o", &out, &"--min-elements", &"16", &"-q"],
+        vec![&"verify", &model, &out],
+    ] {
+        let o = p2u(&args);
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    // export keeps the original's symbolic signature
+    let exported = dir.join("s0.onnx");
+    let o = p2u(&[&"export", &out, &"--stage", &"0", &"-o", &exported]);
+    assert!(o.status.success(), "{}", text(&o));
+    let e = p2u::onnx::load_model(&exported).unwrap();
+    let inputs = p2u::onnx::declared_inputs(&e).unwrap();
+    assert_eq!(inputs[0].dims, [None, Some(8), Some(16), Some(16)]);
+    assert_eq!(inputs[0].symbols[0].as_deref(), Some("N"));
+    // run at batch 3, exact stage: the fp32 original's outputs, bit for bit
+    let shape = [3, 8, 16, 16];
+    let x = input(&shape, 4, -1.0, 1.0);
+    let xf = dir.join("x.f32");
+    std::fs::write(&xf, values(&x).iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
+    let yf = dir.join("y.f32");
+    let o = p2u(&[&"run", &out, &"--input", &xf, &"--dims", &"3,8,16,16", &"--stage", &"3", &"-o", &yf]);
+    assert!(o.status.success(), "{}", text(&o));
+    let got: Vec<u32> = std::fs::read(&yf).unwrap().chunks(4).map(|b| u32::from_le_bytes(b.try_into().unwrap())).collect();
+    assert_eq!(got, output_bits(&reference_outputs(&fixture_model(), &shape, &x)));
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -116,6 +194,27 @@ fn unsupported_models_get_a_clear_message() {
     // already quantized
     let mut quantized = fixture_model();
     quantized.graph.as_mut().unwrap().node[1].op_type = "QLinearConv".into();
+    // already quantized by hand: INT8 codes → Cast → Mul by a scale
+    let mut cast = fixture_model();
+    let g = cast.graph.as_mut().unwrap();
+    let w = g.initializer.iter_mut().find(|t| t.name == "W1").unwrap();
+    let count: i64 = w.dims.iter().product();
+    w.name = "W1_codes".into();
+    w.data_type = DataType::Int8 as i32;
+    w.raw_data = (0..count).map(|i| (i % 15) as u8).collect();
+    w.float_data.clear();
+    g.initializer.push(p2u::onnx::f32_tensor("W1_scale", &[], &[0.01]));
+    let to_float = tract_onnx::pb::AttributeProto { name: "to".into(), i: DataType::Float as i64, ..Default::default() };
+    let node = |op: &str, inputs: &[&str], output: &str, attribute| tract_onnx::pb::NodeProto {
+        op_type: op.into(),
+        name: format!("{op}_{output}"),
+        input: inputs.iter().map(|i| i.to_string()).collect(),
+        output: vec![output.into()],
+        attribute,
+        ..Default::default()
+    };
+    g.node.insert(0, node("Mul", &["W1_float", "W1_scale"], "W1", vec![]));
+    g.node.insert(0, node("Cast", &["W1_codes"], "W1_float", vec![to_float]));
     // a weight inside a subgraph
     let mut sub = fixture_model();
     let body = tract_onnx::pb::GraphProto {
@@ -131,7 +230,12 @@ fn unsupported_models_get_a_clear_message() {
         attribute: vec![tract_onnx::pb::AttributeProto { name: "then_branch".into(), g: Some(body), ..Default::default() }],
         ..Default::default()
     });
-    for (name, m, needle) in [("fp16", fp16, "\"W1\""), ("quantized", quantized, "already quantized"), ("subgraph", sub, "\"inner_w\"")] {
+    for (name, m, needle) in [
+        ("fp16", fp16, "\"W1\""),
+        ("quantized", quantized, "already quantized"),
+        ("cast", cast, "weight \"W1_codes\" is INT8 read by Cast node \"Cast_W1_float\": the model is already quantized"),
+        ("subgraph", sub, "\"inner_w\""),
+    ] {
         let path = write_model(&dir, &format!("{name}.onnx"), &m);
         let o = p2u(&[&"encode", &path, &"-o", &out, &"--min-elements", &"16"]);
         let t = text(&o);

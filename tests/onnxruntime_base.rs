@@ -15,16 +15,29 @@ use p2u::EncodeOptions;
 const TOLERANCE: &str = "1e-4";
 
 fn check_with_onnxruntime(name: &str, enc: &p2u::Encoded, shape: &[usize], lo: f32, hi: f32) {
-    let dir = std::env::temp_dir().join(format!("p2u-ort-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
     let x = input(shape, 9, lo, hi);
     let mut live = load_base(enc, shape);
     let out = live.run(vec![x.clone()]).unwrap();
     assert_eq!(out.status.stage, 0);
+    compare_with_onnxruntime(name, &enc.base, &x, &out.outputs[0], &[]);
+}
+
+/// onnxruntime runs `model` on `x` and must match `p2u_output` (see
+/// tests/ort_check.py; `flags` are passed on).
+fn compare_with_onnxruntime(
+    name: &str,
+    model: &[u8],
+    x: &tract_onnx::prelude::Tensor,
+    p2u_output: &tract_onnx::prelude::Tensor,
+    flags: &[&str],
+) {
+    let dir = std::env::temp_dir().join(format!("p2u-ort-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let shape = x.shape();
     let f32s = |v: Vec<f32>| v.iter().flat_map(|f| f.to_le_bytes()).collect::<Vec<u8>>();
-    std::fs::write(dir.join("base.onnx"), &enc.base).unwrap();
-    std::fs::write(dir.join("input.f32"), f32s(values(&x))).unwrap();
-    std::fs::write(dir.join("p2u.f32"), f32s(values(&out.outputs[0]))).unwrap();
+    std::fs::write(dir.join("base.onnx"), model).unwrap();
+    std::fs::write(dir.join("input.f32"), f32s(values(x))).unwrap();
+    std::fs::write(dir.join("p2u.f32"), f32s(values(p2u_output))).unwrap();
     let shape_arg = shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ort_check.py");
     let result = Command::new(std::env::var("PYTHON").unwrap_or_else(|_| "python3".into()))
@@ -34,6 +47,7 @@ fn check_with_onnxruntime(name: &str, enc: &p2u::Encoded, shape: &[usize], lo: f
         .arg(&shape_arg)
         .arg(dir.join("p2u.f32"))
         .arg(TOLERANCE)
+        .args(flags)
         .output()
         .expect("python3 must be installed (see .ci/run)");
     let text = String::from_utf8_lossy(&result.stdout).to_string() + &String::from_utf8_lossy(&result.stderr);
@@ -74,4 +88,97 @@ fn onnxruntime_runs_fixture_bases_of_every_layout() {
         let enc = encode(&fixture_model(), "fixture", &opts);
         check_with_onnxruntime(&format!("fixture-{bits}bit-block{block}"), &enc, &FIXTURE_INPUT, -1.0, 1.0);
     }
+}
+
+/// An opset-8 model using the operators whose signature changed before
+/// opset 13 (attributes that became inputs, Upsample with scales, spatial
+/// BatchNormalization, Dropout's ratio, 2-D-coercing Softmax).
+fn opset8_model() -> tract_onnx::pb::ModelProto {
+    use p2u::onnx::f32_tensor;
+    use tract_onnx::pb::{attribute_proto::AttributeType, AttributeProto};
+    let mut r = Rng(5);
+    let mut weights = |name: &str, dims: &[usize], scale: f32| {
+        let n: usize = dims.iter().product();
+        f32_tensor(name, dims, &(0..n).map(|_| (r.uniform() as f32 * 2.0 - 1.0) * scale).collect::<Vec<_>>())
+    };
+    let float = |name: &str, f: f32| AttributeProto { name: name.into(), r#type: AttributeType::Float as i32, f, ..Default::default() };
+    let floats = |name: &str, floats: &[f32]| AttributeProto {
+        name: name.into(),
+        r#type: AttributeType::Floats as i32,
+        floats: floats.to_vec(),
+        ..Default::default()
+    };
+    let string =
+        |name: &str, s: &str| AttributeProto { name: name.into(), r#type: AttributeType::String as i32, s: s.into(), ..Default::default() };
+    let init = vec![
+        weights("W1", &[8, 3, 3, 3], 0.4),
+        weights("B1", &[8], 0.1),
+        f32_tensor("bn_s", &[8], &[1.1; 8]),
+        f32_tensor("bn_b", &[8], &[0.05; 8]),
+        f32_tensor("bn_m", &[8], &[0.02; 8]),
+        f32_tensor("bn_v", &[8], &[0.9; 8]),
+        weights("W2", &[8, 8, 3, 3], 0.2),
+        weights("G", &[10, 8], 0.5),
+        weights("Gb", &[10], 0.1),
+    ];
+    let nodes = vec![
+        node("Conv", &["x", "W1", "B1"], "c1", vec![ints("pads", &[1, 1, 1, 1])]),
+        node("BatchNormalization", &["c1", "bn_s", "bn_b", "bn_m", "bn_v"], "bn", vec![int("spatial", 1)]),
+        node("Clip", &["bn"], "clip", vec![float("min", 0.0), float("max", 6.0)]),
+        node("Upsample", &["clip"], "up", vec![string("mode", "nearest"), floats("scales", &[1.0, 1.0, 2.0, 2.0])]),
+        node("Pad", &["up"], "pad", vec![ints("pads", &[0, 0, 1, 1, 0, 0, 1, 1]), float("value", 0.5)]),
+        node("Slice", &["pad"], "sl", vec![ints("starts", &[1, 0]), ints("ends", &[17, 16]), ints("axes", &[2, 3])]),
+        node("Conv", &["sl", "W2"], "c2", vec![ints("strides", &[2, 2])]),
+        node("ReduceMean", &["c2"], "gap", vec![ints("axes", &[2, 3])]),
+        node("Squeeze", &["gap"], "sq", vec![ints("axes", &[2, 3])]),
+        node("Unsqueeze", &["sq"], "us", vec![ints("axes", &[1])]),
+        node("Flatten", &["us"], "f", vec![int("axis", 1)]),
+        node("Gemm", &["f", "G", "Gb"], "g", vec![int("transB", 1)]),
+        tract_onnx::pb::NodeProto {
+            output: vec!["g1".into(), "g2".into()],
+            ..node("Split", &["g"], "g1", vec![int("axis", 1), ints("split", &[4, 6])])
+        },
+        node("Concat", &["g2", "g1"], "gc", vec![int("axis", 1)]),
+        node("Dropout", &["gc"], "d", vec![float("ratio", 0.3)]),
+        node("Softmax", &["d"], "y", vec![int("axis", 1)]),
+    ];
+    let mut m = model("opset8", nodes, init, vec![value_info("x", &[1, 3, 8, 8])], vec![value_info("y", &[1, 10])]);
+    m.ir_version = 4;
+    m.opset_import[0].version = 8;
+    m
+}
+
+#[test]
+fn an_opset_8_model_is_converted_and_served_bit_exact() {
+    let original = opset8_model();
+    let shape = [1, 3, 8, 8];
+    let enc = encode(&original, "opset8", &fixture_options());
+    assert!(enc.notes.iter().any(|n| n.contains("from opset 8 to 13")), "{:?}", enc.notes);
+    // the base is valid ONNX at opset 21 and onnxruntime computes what p2u does
+    check_with_onnxruntime("opset8-base", &enc, &shape, -1.0, 1.0);
+    // the last stage holds the original's weights (hash-checked) ...
+    let x = input(&shape, 3, -1.0, 1.0);
+    let mut live = load_base(&enc, &shape);
+    live.feed(&enc.stream).unwrap();
+    let got = live.run(vec![x.clone()]).unwrap();
+    assert!(got.status.exact);
+    // ... and onnxruntime on the opset-8 original computes its outputs: the
+    // conversion kept the graph's meaning (tract itself has no Upsample)
+    compare_with_onnxruntime("opset8-original", &p2u::onnx::encode_model(&original), &x, &got.outputs[0], &["--plain"]);
+}
+
+#[test]
+fn opsets_p2u_cannot_convert_are_refused_before_any_work() {
+    let mut old = opset8_model();
+    old.opset_import[0].version = 6;
+    let e =
+        p2u::encode(&old, "old", file_info("old", &[]), &fixture_options(), &mut |_| panic!("no work before the refusal")).err().unwrap();
+    assert!(e.to_string().contains("opset 6: p2u converts opset 7 and newer"), "{e}");
+    let mut per_activation = opset8_model();
+    let bn = per_activation.graph.as_mut().unwrap().node.iter_mut().find(|n| n.op_type == "BatchNormalization").unwrap();
+    bn.attribute = vec![int("spatial", 0)];
+    let e = p2u::encode(&per_activation, "bn", file_info("bn", &[]), &fixture_options(), &mut |_| panic!("no work before the refusal"))
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("BatchNormalization node \"BatchNormalization_bn\""), "{e}");
 }

@@ -1,12 +1,14 @@
 """Independent check of a p2u base with the ONNX tools.
 
-usage: ort_check.py BASE.onnx INPUT.f32 SHAPE P2U_OUTPUT.f32 TOLERANCE
+usage: ort_check.py BASE.onnx INPUT.f32 SHAPE P2U_OUTPUT.f32 TOLERANCE [--plain]
 
 Runs onnx.checker on the base, runs it in onnxruntime on the input (raw
 little-endian float32, SHAPE like 1x3x224x224) and compares with the stage-0
 output p2u computed in tract: max |ort - p2u| must be <= TOLERANCE * max|p2u|
 and the arg-max must agree (ORT's QDQ fusions are disabled for this
-comparison, and their effect is printed). Exit code 0 only then.
+comparison, and their effect is printed). Exit code 0 only then. With
+--plain the model is any ONNX file (e.g. the original of an old opset),
+not a base: no DequantizeLinear nodes are required.
 """
 import sys
 
@@ -15,12 +17,13 @@ import onnx
 import onnxruntime as ort
 
 base, inp, shape, p2u_out, tol = sys.argv[1:6]
+plain = "--plain" in sys.argv[6:]
 shape = [int(d) for d in shape.split("x")]
 model = onnx.load(base)
 onnx.checker.check_model(model, full_check=True)
 dq = [n for n in model.graph.node if n.op_type == "DequantizeLinear"]
 types = {t.name: t.data_type for t in model.graph.initializer}
-assert dq, "the base has no DequantizeLinear nodes"
+assert dq or plain, "the base has no DequantizeLinear nodes"
 assert all(types[n.input[0]] in (onnx.TensorProto.UINT2, onnx.TensorProto.UINT4, onnx.TensorProto.UINT8) for n in dq)
 x = np.fromfile(inp, dtype="<f4").reshape(shape)
 

@@ -362,13 +362,27 @@ pub fn encode(
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<Encoded> {
     opts.validate()?;
+    let mut notes = vec![];
+    let upgraded;
+    let model = if onnx::opset(model) < onnx::opset::UPGRADED_OPSET {
+        let mut m = model.clone();
+        let from = onnx::opset::upgrade(&mut m)?;
+        notes.push(format!(
+            "converted the graph from opset {from} to {} (the base is written at opset ≥ {})",
+            onnx::opset::UPGRADED_OPSET,
+            onnx::BASE_OPSET
+        ));
+        upgraded = m;
+        &upgraded
+    } else {
+        model
+    };
     let weights = onnx::extract_weights(model, opts.min_elements)?;
     if weights.is_empty() {
         return Err(Error::Unsupported(format!("no float32 weight with at least {} elements: nothing to encode", opts.min_elements)));
     }
     let n = weights.len();
     let grids: Vec<Grid> = weights.iter().map(|w| Grid::choose(&w.dims, w.channel_axis, opts.block)).collect();
-    let mut notes = vec![];
     let mut plan = Plan::for_options(opts);
 
     // what the sensitivity is measured on: the user's data, or synthetic inputs
@@ -733,6 +747,7 @@ fn assemble(
         version: MANIFEST_VERSION,
         name: name.into(),
         original,
+        original_data: vec![],
         base: FileInfo { file: format!("{name}.base.onnx"), bytes: base.len() as u64, sha256: hex(&sha256(&base)) },
         stream: FileInfo { file: format!("{name}.p2u"), bytes: stream.len() as u64, sha256: hex(&sha256(&stream)) },
         stream_header_sha256: hex(&sha256(&stream[..header_len as usize])),

@@ -17,6 +17,10 @@ pub struct Manifest {
     pub name: String,
     /// The original model file: name, bytes, SHA-256.
     pub original: FileInfo,
+    /// The original's external data files (names relative to it), whose
+    /// bytes count as the original's too ([`Manifest::original_bytes`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub original_data: Vec<FileInfo>,
     /// The low-bit base ONNX file.
     pub base: FileInfo,
     /// The residual stream file.
@@ -65,6 +69,11 @@ impl Manifest {
             )));
         }
         Ok(m)
+    }
+
+    /// Bytes of the original model: its file and its external data files.
+    pub fn original_bytes(&self) -> u64 {
+        self.original.bytes + self.original_data.iter().map(|f| f.bytes).sum::<u64>()
     }
 
     /// The last stage's number (the exact one).

@@ -6,8 +6,7 @@
 //! UINT8 codes: the narrowest that holds them), `W::scale` (f32) and
 //! `W::zero` (codes' type) and one `DequantizeLinear` node named `p2u/dq/W`
 //! whose output is `W`, so every consumer is unchanged. UINT4 needs opset
-//! 21 and UINT2 opset 25: older opsets are raised, with the `axes` attribute
-//! of Reduce ops moved to an input as opset 18 requires.
+//! 21 and UINT2 opset 25: older opsets are converted ([`opset`]).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -15,12 +14,13 @@ use std::path::Path;
 use prost::Message;
 use tract_onnx::pb::{
     self, attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto, type_proto, AttributeProto, ModelProto, NodeProto,
-    OperatorSetIdProto, StringStringEntryProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
+    StringStringEntryProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
 };
 
 use crate::error::{Error, Result};
 use crate::quant::{apply_codes, DequantizeLayout, Grid, StageCodes};
 
+pub mod opset;
 mod shapes;
 mod validate;
 pub use shapes::check_shapes;
@@ -87,27 +87,43 @@ pub fn encode_model(model: &ModelProto) -> Vec<u8> {
 
 /// Reads a model file and inlines any external data it references.
 pub fn load_model(path: &Path) -> Result<ModelProto> {
+    load_model_with_data(path).map(|(model, _)| model)
+}
+
+/// [`load_model`], also naming the external data files it read (each
+/// once, as the model spells them, relative to its directory).
+pub fn load_model_with_data(path: &Path) -> Result<(ModelProto, Vec<String>)> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
     let mut model = decode_model(&bytes)?;
     let dir = path.parent().unwrap_or(Path::new("."));
+    let mut files: Vec<String> = vec![];
+    let mut inline = |t: &mut TensorProto| -> Result<()> {
+        if let Some(location) = inline_external(t, dir)? {
+            if !files.contains(&location) {
+                files.push(location);
+            }
+        }
+        Ok(())
+    };
     if let Some(g) = model.graph.as_mut() {
         for t in &mut g.initializer {
-            inline_external(t, dir)?;
+            inline(t)?;
         }
         for n in &mut g.node {
             for a in &mut n.attribute {
                 if let Some(t) = a.t.as_mut() {
-                    inline_external(t, dir)?;
+                    inline(t)?;
                 }
             }
         }
     }
-    Ok(model)
+    Ok((model, files))
 }
 
-fn inline_external(t: &mut TensorProto, dir: &Path) -> Result<()> {
+/// Reads `t`'s external data into it; returns the file's location, if it had one.
+fn inline_external(t: &mut TensorProto, dir: &Path) -> Result<Option<String>> {
     if t.data_location != Some(pb::tensor_proto::DataLocation::External as i32) {
-        return Ok(());
+        return Ok(None);
     }
     let get = |k: &str| t.external_data.iter().find(|e| e.key == k).map(|e| e.value.clone());
     let location = get("location").ok_or_else(|| Error::Onnx(format!("tensor {:?}: external data without a location", t.name)))?;
@@ -126,7 +142,7 @@ fn inline_external(t: &mut TensorProto, dir: &Path) -> Result<()> {
     t.raw_data = data[offset..end].to_vec();
     t.data_location = None;
     t.external_data.clear();
-    Ok(())
+    Ok(Some(location))
 }
 
 /// Shape of a tensor as `usize`s.
@@ -195,6 +211,25 @@ fn int_attr(name: &str, i: i64) -> AttributeProto {
     AttributeProto { name: name.into(), r#type: AttributeType::Int as i32, i, ..Default::default() }
 }
 
+/// Element types of stored quantization codes.
+const INTEGER_CODES: [i32; 6] = [
+    DataType::Int8 as i32,
+    DataType::Uint8 as i32,
+    DataType::Int16 as i32,
+    DataType::Uint16 as i32,
+    DataType::Int4 as i32,
+    DataType::Uint4 as i32,
+];
+
+/// True if `node` turns integer codes into real values: a `Cast` to a
+/// float type (the `INT8 → Cast → Mul` form of hand-quantized exports) or
+/// an operator of [`QUANTIZED_OPS`].
+fn dequantizes(node: &NodeProto) -> bool {
+    let floats = [DataType::Float, DataType::Float16, DataType::Bfloat16, DataType::Double].map(|d| d as i64);
+    QUANTIZED_OPS.contains(&node.op_type.as_str())
+        || (node.op_type == "Cast" && node.attribute.iter().any(|a| a.name == "to" && floats.contains(&a.i)))
+}
+
 /// Opset of the default ONNX domain.
 pub fn opset(model: &ModelProto) -> i64 {
     model.opset_import.iter().find(|o| o.domain.is_empty() || o.domain == "ai.onnx").map(|o| o.version).unwrap_or(0)
@@ -231,6 +266,18 @@ pub fn extract_weights(model: &ModelProto, min_elements: usize) -> Result<Vec<We
         )));
     }
     let consumers = consumers(g);
+    if let Some((name, t, node)) = tensors.iter().find_map(|(name, t)| {
+        let big_integer = INTEGER_CODES.contains(&t.data_type) && element_count(t) >= min_elements;
+        let node = consumers.get(name.as_str())?.iter().map(|(n, _)| *n).find(|n| dequantizes(n))?;
+        big_integer.then_some((name, t, node))
+    }) {
+        return Err(Error::Unsupported(format!(
+            "weight {name:?} is {} read by {} node {:?}: the model is already quantized; encode the fp32 original",
+            DataType::try_from(t.data_type).map(|d| d.as_str_name()).unwrap_or("?"),
+            node.op_type,
+            node.name
+        )));
+    }
     // BatchNormalization statistics stay exact: a quantized variance could turn negative.
     let batch_norm_param =
         |name: &str| consumers.get(name).is_some_and(|uses| uses.iter().any(|(n, i)| n.op_type == "BatchNormalization" && *i > 0));
@@ -323,7 +370,8 @@ fn channel_axis(dims: &[usize], uses: &[(&NodeProto, usize)]) -> usize {
 pub fn build_base(model: &ModelProto, weights: &[BaseWeight<'_>], metadata: &[(&str, String)]) -> Result<ModelProto> {
     let mut m = model.clone();
     let needs_uint2 = weights.iter().any(|w| w.codes.bits <= 2);
-    raise_opset(&mut m, if needs_uint2 { UINT2_OPSET } else { BASE_OPSET })?;
+    let (target, ir) = if needs_uint2 { (UINT2_OPSET, UINT2_IR_VERSION) } else { (BASE_OPSET, BASE_IR_VERSION) };
+    opset::raise(&mut m, target, ir)?;
     let g = m.graph.as_mut().ok_or_else(|| Error::Onnx("model has no graph".into()))?;
     let names: HashMap<&str, &BaseWeight> = weights.iter().map(|w| (w.weight.name.as_str(), w)).collect();
     g.initializer.retain(|t| !names.contains_key(t.name.as_str()));
@@ -389,41 +437,6 @@ pub fn storage(bits: u8) -> (i32, u8) {
         3..=4 => (DataType::Uint4 as i32, 4),
         _ => (DataType::Uint8 as i32, 8),
     }
-}
-
-/// Raises the default-domain opset to `target` (≥ [`BASE_OPSET`], needed for UINT4).
-fn raise_opset(m: &mut ModelProto, target: i64) -> Result<()> {
-    let from = opset(m);
-    if from >= target {
-        return Ok(());
-    }
-    if from < 13 {
-        return Err(Error::Unsupported(format!("opset {from}: p2u needs opset ≥ 13 (re-export the model with a newer opset)")));
-    }
-    m.ir_version = m.ir_version.max(if target >= UINT2_OPSET { UINT2_IR_VERSION } else { BASE_IR_VERSION });
-    m.opset_import.retain(|o| !(o.domain.is_empty() || o.domain == "ai.onnx"));
-    m.opset_import.push(OperatorSetIdProto { domain: String::new(), version: target });
-    let g = m.graph.as_mut().ok_or_else(|| Error::Onnx("model has no graph".into()))?;
-    let mut new_inits = vec![];
-    for n in &mut g.node {
-        if from < 18 && REDUCE_OPS.contains(&n.op_type.as_str()) {
-            if let Some(pos) = n.attribute.iter().position(|a| a.name == "axes") {
-                let axes = n.attribute.remove(pos).ints;
-                let name = format!("{}::axes", if n.name.is_empty() { &n.output[0] } else { &n.name });
-                new_inits.push(TensorProto {
-                    name: name.clone(),
-                    dims: vec![axes.len() as i64],
-                    data_type: DataType::Int64 as i32,
-                    raw_data: axes.iter().flat_map(|a| a.to_le_bytes()).collect(),
-                    ..Default::default()
-                });
-                n.input.truncate(1);
-                n.input.push(name);
-            }
-        }
-    }
-    g.initializer.extend(new_inits);
-    Ok(())
 }
 
 /// A weight decoded from a base file.
@@ -632,14 +645,19 @@ pub fn weights_as_inputs<'a>(skeleton: &ModelProto, weights: impl IntoIterator<I
 }
 
 /// `model` without intermediate shape annotations (`value_info`) and
-/// without the output shapes: tract infers them from the input shapes it
-/// is given, where stale or symbolic annotations could contradict them.
+/// without the output shapes (their element types stay): tract infers them
+/// from the input shapes it is given, where stale or symbolic annotations
+/// could contradict them.
 pub fn without_shape_annotations(model: &ModelProto) -> ModelProto {
     let mut m = model.clone();
     if let Some(g) = m.graph.as_mut() {
         g.value_info.clear();
         for o in &mut g.output {
-            o.r#type = None;
+            if let Some(type_proto::Value::TensorType(t)) = o.r#type.as_mut().and_then(|t| t.value.as_mut()) {
+                t.shape = None;
+            } else {
+                o.r#type = None;
+            }
         }
     }
     m

@@ -154,6 +154,15 @@ pub fn build_plan(model: &ModelProto, options: &RuntimeOptions) -> Result<Plan> 
     if let Some(g) = &model.graph {
         crate::onnx::check_shapes(g, &shapes)?;
     }
+    // shapes declared for a symbolic or other input shape would contradict
+    // the concrete ones: tract infers them again from the inputs
+    let concretised;
+    let model = if needs_reannotation(model, &shapes) {
+        concretised = crate::onnx::without_shape_annotations(model);
+        &concretised
+    } else {
+        model
+    };
     let mut m = guard("reading the model", || tract_onnx::onnx().model_for_proto_model(model))??;
     for (i, shape) in shapes.iter().enumerate() {
         let dt = m.input_fact(i)?.datum_type().unwrap_or(f32::datum_type());
@@ -172,6 +181,17 @@ pub fn build_plan(model: &ModelProto, options: &RuntimeOptions) -> Result<Plan> 
         .collect::<TractResult<Vec<_>>>()?;
     let model = guard("optimising the model", || typed.into_optimized()?.into_runnable())??;
     Ok(Plan { model: Some(model), inputs: Arc::new(inputs) })
+}
+
+/// True if an input's declared shape has a symbolic dimension or differs
+/// from the shape it is run with: then the graph's other shape annotations
+/// (value_info, outputs) may not hold.
+fn needs_reannotation(model: &ModelProto, shapes: &[Vec<usize>]) -> bool {
+    let Ok(inputs) = crate::onnx::declared_inputs(model) else { return true };
+    inputs.iter().enumerate().any(|(i, d)| {
+        d.dims.iter().any(Option::is_none)
+            || shapes.get(i).is_some_and(|s| s.len() != d.dims.len() || s.iter().zip(&d.dims).any(|(a, b)| Some(*a) != *b))
+    })
 }
 
 /// The declared input shapes with symbolic dimensions set to 1, if every

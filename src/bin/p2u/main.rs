@@ -422,6 +422,9 @@ pub fn encode_file(
     let mut enc = p2u::encode(model, &name, info, opts, &mut progress)?;
     enc.manifest.labels = about.labels.clone();
     enc.manifest.card = about.card.clone();
+    let dir = model_path.parent().unwrap_or(Path::new("."));
+    enc.manifest.original_data =
+        about.data_files.iter().map(|f| Ok(p2u::encoder::file_info(f, &read(&dir.join(f))?))).collect::<Result<_>>()?;
     drop(progress);
     bars.finish();
     for n in &enc.notes {
@@ -440,9 +443,9 @@ fn encode(c: EncodeCmd, quiet: bool) -> Result<()> {
     // everything but the calibration data is checked before the model is read
     encode_options(&c.flags, None)?.validate()?;
     let card = c.card.as_deref().map(read_card).transpose()?;
-    let proto = onnx::load_model(&c.model)?;
+    let (proto, data_files) = onnx::load_model_with_data(&c.model)?;
     let labels = c.labels.as_deref().map(|p| read_labels(p, &proto)).transpose()?.unwrap_or_default();
-    let about = ModelAbout { labels, card };
+    let about = ModelAbout { labels, card, data_files };
     let m = encode_file(&c.model, &proto, &c.output, &encode_options(&c.flags, Some(&proto))?, &about, quiet)?;
     note!("encoded {} in {:.1} s", m.name, t.elapsed().as_secs_f64());
     if c.json {
@@ -458,6 +461,8 @@ fn encode(c: EncodeCmd, quiet: bool) -> Result<()> {
 pub struct ModelAbout {
     labels: Vec<String>,
     card: Option<serde_json::Value>,
+    /// The model's external data files, relative to it.
+    data_files: Vec<String>,
 }
 
 /// Class names from a text file (one per line) or a JSON array of strings;
@@ -504,7 +509,7 @@ pub fn load_manifest(dir: &Path) -> Result<Manifest> {
 }
 
 fn print_stages(m: &Manifest) {
-    let orig = m.original.bytes as f64;
+    let orig = m.original_bytes() as f64;
     say!(
         "{:>5} {:>7} {:>4} {:>12} {:>12} {:>8} {:>12} {:>10}",
         "stage",
@@ -538,6 +543,9 @@ fn inspect(dir: &Path, json: bool) -> Result<()> {
         return Ok(());
     }
     say!("model {}  original {} ({} bytes, sha256 {}…)", m.name, m.original.file, m.original.bytes, short(&m.original.sha256));
+    for f in &m.original_data {
+        say!("  external data {} ({} bytes, sha256 {}…)", f.file, f.bytes, short(&f.sha256));
+    }
     say!("base {} ({} bytes)  stream {} ({} bytes)", m.base.file, m.base.bytes, m.stream.file, m.stream.bytes);
     print_stages(&m);
     say!("\n{:<40} {:>16} {:>6} {:>5}  relative error per stage", "tensor", "shape", "groups", "bits");
