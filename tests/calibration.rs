@@ -65,7 +65,7 @@ fn data_free_allocation_is_deterministic_and_fits_its_budget() {
     let a = encode(&model, "fixture", &fixture_options());
     let b = encode(&model, "fixture", &fixture_options());
     assert_eq!((&a.base, &a.stream), (&b.base, &b.stream), "same model, same bytes");
-    assert!(a.notes.is_empty(), "{:?}", a.notes);
+    assert!(a.notes.iter().all(|n| n.starts_with("base budget: ")), "{:?}", a.notes);
 
     let uniform = encode(&model, "fixture", &fixture_uniform(4));
     let budget: u64 = uniform.manifest.tensors.iter().map(|t| t.base_served_bytes).sum();
@@ -101,6 +101,28 @@ fn data_free_allocation_beats_uniform_4_bit_on_a_real_model() {
     let (mixed, flat) = (score(&EncodeOptions::default()), score(&EncodeOptions::uniform(4)));
     assert!(mixed.0 < flat.0, "logit MSE of the data-free mixed base {} vs uniform 4-bit {}", mixed.0, flat.0);
     assert!(mixed.1 >= flat.1, "correct of {n}: mixed {} vs uniform {}", mixed.1, flat.1);
+}
+
+#[test]
+fn the_default_budget_is_the_smallest_ladder_base_within_its_tolerance() {
+    let model = fixture_model();
+    let fit = |tolerance| EncodeOptions { base_budget: Some(BaseBudget::Fit { max_bits: 4.0, tolerance }), ..fixture_options() };
+    // every output change accepted: the ladder's smallest budget, a uniform 3-bit base's size
+    let loose = encode(&model, "fixture", &fit(1e9));
+    let three: u64 = encode(&model, "fixture", &fixture_uniform(3)).manifest.tensors.iter().map(|t| t.base_served_bytes).sum();
+    assert!(served(&loose, &model) <= three, "fitted base {} B over the 3-bit size {three} B", served(&loose, &model));
+    assert!(loose.notes.iter().any(|n| n.starts_with("base budget: 3 bits per weight, the smallest")), "{:?}", loose.notes);
+    // none accepted: the 4-bit size, the very base that fixed budget gives
+    let strict = encode(&model, "fixture", &fit(1e-30));
+    let four = encode(&model, "fixture", &EncodeOptions { base_budget: Some(BaseBudget::BitsPerWeight(4.0)), ..fixture_options() });
+    assert_eq!(strict.base, four.base);
+    assert!(strict.notes.iter().any(|n| n.starts_with("base budget: 4 bits per weight (every smaller")), "{:?}", strict.notes);
+    // the default lies between the two and says which it chose
+    let default = encode(&model, "fixture", &fixture_options());
+    let bytes = served(&default, &model);
+    assert!(served(&loose, &model) <= bytes && bytes <= served(&four, &model), "default base {bytes} B");
+    assert!(default.notes.iter().any(|n| n.contains("base budget")), "{:?}", default.notes);
+    assert!(fit(0.0).validate().unwrap_err().to_string().contains("tolerance"));
 }
 
 #[test]
@@ -240,7 +262,7 @@ fn a_two_input_text_model_calibrates_from_named_int64_arrays_and_from_synthetic_
     let want = text_outputs(&model, &x_ids, &x_mask);
     for opts in [EncodeOptions { calibration: Some(Arc::new(calib.clone())), ..fixture_options() }, fixture_options()] {
         let enc = encode(&model, "text", &opts);
-        assert!(enc.notes.is_empty(), "{:?}", enc.notes);
+        assert!(enc.notes.iter().all(|n| n.starts_with("base budget: ")), "{:?}", enc.notes);
         let mut live = p2u::ProgressiveModel::from_base(
             &enc.base,
             p2u::RuntimeOptions { input_shapes: vec![vec![1, TEXT_LEN]; 2], ..Default::default() },

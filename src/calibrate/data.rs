@@ -74,13 +74,17 @@ impl Values {
     }
 
     /// Values `range` as a tensor of `shape`.
-    fn tensor(&self, shape: &[usize], range: std::ops::Range<usize>) -> Tensor {
+    /// The items `items` (each `item` values long) stacked into a tensor of `shape`.
+    fn tensor(&self, shape: &[usize], items: &[usize], item: usize) -> Tensor {
+        fn gather<T: Copy>(v: &[T], items: &[usize], item: usize) -> Vec<T> {
+            items.iter().flat_map(|&i| v[i * item..(i + 1) * item].iter().copied()).collect()
+        }
         let t = match self {
-            Values::F32(v) => Tensor::from_shape(shape, &v[range]),
-            Values::I64(v) => Tensor::from_shape(shape, &v[range]),
-            Values::I32(v) => Tensor::from_shape(shape, &v[range]),
-            Values::U8(v) => Tensor::from_shape(shape, &v[range]),
-            Values::Bool(v) => Tensor::from_shape(shape, &v[range]),
+            Values::F32(v) => Tensor::from_shape(shape, &gather(v, items, item)),
+            Values::I64(v) => Tensor::from_shape(shape, &gather(v, items, item)),
+            Values::I32(v) => Tensor::from_shape(shape, &gather(v, items, item)),
+            Values::U8(v) => Tensor::from_shape(shape, &gather(v, items, item)),
+            Values::Bool(v) => Tensor::from_shape(shape, &gather(v, items, item)),
         };
         t.expect("sizes checked in Calibration::from_inputs")
     }
@@ -290,21 +294,23 @@ impl Bound<'_> {
         self.inputs.iter().map(|i| i.item_dims.clone()).collect()
     }
 
-    /// The first `limit` items in batches of at most `batch` (fewer where
-    /// the model fixes its batch size), one tensor per input each.
+    /// `limit` items (all if there are fewer), evenly spaced over the
+    /// calibration set (files are often sorted by class: the first few
+    /// would be one class), in batches of at most `batch` (fewer where the
+    /// model fixes its batch size), one tensor per input each.
     pub fn batches(&self, limit: usize, batch: usize) -> Vec<Vec<Tensor>> {
         let batch = self.batch_cap.map_or(batch, |c| c.min(batch)).max(1);
         let n = self.count.min(limit);
-        (0..n.div_ceil(batch))
-            .map(|b| {
-                let (first, size) = (b * batch, batch.min(n - b * batch));
+        let picked: Vec<usize> = (0..n).map(|k| k * self.count / n.max(1)).collect();
+        picked
+            .chunks(batch)
+            .map(|items| {
                 self.inputs
                     .iter()
                     .map(|i| {
-                        let item = i.item_len();
-                        let mut shape = vec![size];
+                        let mut shape = vec![items.len()];
                         shape.extend_from_slice(&i.item_dims);
-                        i.values.tensor(&shape, first * item..(first + size) * item)
+                        i.values.tensor(&shape, items, i.item_len())
                     })
                     .collect()
             })

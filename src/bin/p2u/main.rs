@@ -66,7 +66,8 @@ enum Command {
     /// By default each tensor's effect on the outputs is measured on synthetic
     /// inputs derived from the model (images in [0, 1], or [0, 255] when the
     /// graph rescales); per-tensor base widths (3..8 bits or exact) are picked
-    /// under the served (entropy-coded) size of a uniform 4-bit base, and the
+    /// for the smallest served (entropy-coded) base whose outputs stay close to
+    /// fp32 on those inputs, at most the size of a uniform 4-bit base, and the
     /// stream is ordered by gain per byte. With --calibration the user's
     /// samples replace the synthetic inputs, the base is rounded with GPTQ and
     /// 1..8-bit widths are allowed.
@@ -172,7 +173,7 @@ pub enum Order {
 /// The encoder flags shared by `encode` and `bench`.
 #[derive(clap::Args)]
 pub struct EncodeFlags {
-    /// Base size budget: served bytes, or BITSb for the size of a uniform BITS-bit base (default 4b).
+    /// Base size budget: served bytes, BITSb for the size of a uniform BITS-bit base, or auto (the default): the smallest base from 3b up whose outputs stay close to fp32, at most 4b.
     #[arg(long, value_name = "BYTES|BITSb", conflicts_with = "base_bits")]
     base_budget: Option<String>,
     /// A uniform N-bit base (2..8) instead of per-tensor widths.
@@ -306,9 +307,12 @@ pub fn encode_options(f: &EncodeFlags, model: Option<&tract_onnx::pb::ModelProto
     Ok(o)
 }
 
-/// `--base-budget`: a byte count, or bits per weight with a `b` suffix.
+/// `--base-budget`: a byte count, bits per weight with a `b` suffix, or `auto`.
 pub fn parse_budget(v: &str) -> Result<BaseBudget> {
-    let bad = || Error::Invalid(format!("--base-budget: {v:?} (give served bytes, e.g. 1200000, or bits per weight, e.g. 3b)"));
+    let bad = || Error::Invalid(format!("--base-budget: {v:?} (give served bytes, e.g. 1200000, bits per weight, e.g. 3b, or auto)"));
+    if v == "auto" {
+        return Ok(BaseBudget::Fit { max_bits: 4.0, tolerance: p2u::encoder::FIT_TOLERANCE });
+    }
     match v.strip_suffix('b') {
         Some(bits) => bits.parse().map(BaseBudget::BitsPerWeight).map_err(|_| bad()),
         None => v.parse().map(BaseBudget::Bytes).map_err(|_| bad()),
