@@ -183,6 +183,46 @@ fn dynamic_batch_models_verify_export_and_run_at_any_batch() {
 }
 
 #[test]
+fn input_shape_gives_synthetic_inputs_the_shape_a_dynamic_model_needs() {
+    let dir = scratch("input-shape");
+    // a symbolic H and W that a Reshape pins to 16 × 16
+    let mut r = Rng(8);
+    let w: Vec<f32> = (0..2048 * 16).map(|_| r.gauss(0.05)).collect();
+    let shape = p2u::onnx::f32_tensor("shape", &[], &[]);
+    let shape = tract_onnx::pb::TensorProto {
+        dims: vec![2],
+        data_type: DataType::Int64 as i32,
+        raw_data: [1i64, 2048].iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ..shape
+    };
+    let m = model(
+        "pinned",
+        vec![node("Reshape", &["x", "shape"], "flat", vec![]), node("MatMul", &["flat", "W"], "y", vec![])],
+        vec![shape, p2u::onnx::f32_tensor("W", &[2048, 16], &w)],
+        vec![symbolic("x", &[Some(1), Some(8), None, None])],
+        vec![value_info("y", &[1, 16])],
+    );
+    let path = write_model(&dir, "pinned.onnx", &m);
+    let out = dir.join("enc");
+    let o = p2u(&[&"encode", &path, &"-o", &out]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("could not be measured") && text(&o).contains("--input-shape"), "{}", text(&o));
+    let o = p2u(&[&"encode", &path, &"-o", &out, &"--input-shape", &"1,8,16,16"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(!text(&o).contains("could not be measured") && text(&o).contains("base budget"), "{}", text(&o));
+    for (bad, needle) in [
+        ("1,8,x", "--input-shape: \"1,8,x\""),
+        ("1,8,16", "input shape [1, 8, 16] for \"x\", which is declared"),
+        ("y=1,8,16,16", "the model's inputs are [\"x\"]"),
+    ] {
+        let o = p2u(&[&"encode", &path, &"-o", &out, &"--input-shape", &bad]);
+        assert_eq!(o.status.code(), Some(1), "{bad}: {}", text(&o));
+        assert!(text(&o).contains(needle), "{bad}: {}", text(&o));
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
 fn unsupported_models_get_a_clear_message() {
     let dir = scratch("unsupported");
     let out = dir.join("enc");

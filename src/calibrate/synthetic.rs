@@ -46,11 +46,15 @@ pub struct SyntheticSpec {
     pub range: Option<(f32, f32)>,
     /// Seed of the generator (same seed, same items).
     pub seed: u64,
+    /// Shapes to generate at, for inputs whose declared shape leaves
+    /// dimensions symbolic that the model constrains (an OCR recogniser's
+    /// height): `(input name, or None for the only input, full dims)`.
+    pub shapes: Vec<(Option<String>, Vec<usize>)>,
 }
 
 impl Default for SyntheticSpec {
     fn default() -> Self {
-        SyntheticSpec { items: 16, range: None, seed: DEFAULT_SEED }
+        SyntheticSpec { items: 16, range: None, seed: DEFAULT_SEED, shapes: vec![] }
     }
 }
 
@@ -116,13 +120,36 @@ pub fn synthetic(model: &ModelProto, spec: &SyntheticSpec) -> Result<Calibration
     let consumers = onnx::consumers(g);
     let mut rng = Rng(spec.seed);
     let mut inputs = vec![];
-    for d in declared_inputs(model)? {
+    let declared = declared_inputs(model)?;
+    for (name, _) in &spec.shapes {
+        if !declared.iter().any(|d| name.as_ref().is_none_or(|n| *n == d.name)) || (name.is_none() && declared.len() != 1) {
+            let names: Vec<&str> = declared.iter().map(|d| d.name.as_str()).collect();
+            return Err(Error::Invalid(format!("input shape for {name:?}: the model's inputs are {names:?} (name one with NAME=DIMS)")));
+        }
+    }
+    for d in declared {
         let unsupported = |why: &str| Error::Unsupported(format!("synthetic inputs for {:?}: {why}", d.name));
-        if d.dims.is_empty() {
-            return Err(unsupported("its shape is not declared"));
+        let given = spec.shapes.iter().find(|(n, _)| n.as_ref().is_none_or(|n| *n == d.name)).map(|(_, dims)| dims);
+        if d.dims.is_empty() && given.is_none() {
+            return Err(unsupported("its shape is not declared (give it with --input-shape)"));
         }
         let layout = spatial_layout(&d);
-        let item_dims = concrete_item_dims(&d, layout);
+        let item_dims = match given {
+            Some(dims) => {
+                let fits = d.dims.is_empty()
+                    || (dims.len() == d.dims.len() && dims.iter().zip(&d.dims).skip(1).all(|(g, want)| want.is_none_or(|w| w == *g)));
+                if !fits || dims.is_empty() {
+                    let declared: Vec<String> = d.dims.iter().map(|x| x.map_or("?".into(), |v| v.to_string())).collect();
+                    return Err(Error::Invalid(format!(
+                        "input shape {dims:?} for {:?}, which is declared [{}]",
+                        d.name,
+                        declared.join(", ")
+                    )));
+                }
+                dims[1..].to_vec()
+            }
+            None => concrete_item_dims(&d, layout),
+        };
         let n = spec.items * item_dims.iter().product::<usize>();
         let values = match DataType::try_from(d.elem_type).ok() {
             Some(DataType::Float) => {

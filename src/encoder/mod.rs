@@ -423,6 +423,8 @@ pub fn encode(
         (Some(c), _) => Some(c.clone()),
         (None, Some(spec)) if opts.needs_sensitivity() => match calibrate::synthetic(model, spec) {
             Ok(c) => Some(Arc::new(c)),
+            // a shape the user gave that does not fit the model
+            Err(e @ Error::Invalid(_)) => return Err(e),
             Err(e) => {
                 notes.push(plan.fall_back(opts, &e));
                 None
@@ -597,7 +599,7 @@ impl Plan {
         *self = Plan { measured: false, budget: None, order: ChunkOrder::Layer };
         format!(
             "sensitivity could not be measured on synthetic inputs ({why}): uniform {}-bit base, stream in layer order; \
-             give calibration inputs to measure it on real data",
+             give calibration inputs to measure it on real data, or the input shape the model expects (--input-shape)",
             opts.base_bits
         )
     }

@@ -191,6 +191,9 @@ pub struct EncodeFlags {
     /// Synthetic inputs to measure sensitivity on (default 16).
     #[arg(long, value_name = "N")]
     synthetic_items: Option<usize>,
+    /// The shape to generate synthetic inputs at, for inputs with symbolic dimensions the model constrains, e.g. 1,3,48,320 (NAME=DIMS per input).
+    #[arg(long, value_name = "[NAME=]DIMS")]
+    input_shape: Vec<String>,
     /// Calibration samples: X.npy [N, …input], NAME=X.npy per input, a directory of .npy files, or a directory of JPEG/PNG images.
     #[arg(long, value_name = "X.npy|NAME=X.npy|DIR")]
     calibration: Vec<String>,
@@ -292,6 +295,18 @@ pub fn encode_options(f: &EncodeFlags, model: Option<&tract_onnx::pb::ModelProto
         }
     }
     if let Some(s) = o.synthetic.as_mut() {
+        for v in &f.input_shape {
+            let (name, dims) = match v.split_once('=') {
+                Some((n, d)) => (Some(n.to_string()), d),
+                None => (None, v.as_str()),
+            };
+            let dims: Vec<usize> = dims
+                .split(',')
+                .map(|d| d.trim().parse().ok().filter(|&d: &usize| d > 0))
+                .collect::<Option<_>>()
+                .ok_or_else(|| Error::Invalid(format!("--input-shape: {v:?} (give DIMS or NAME=DIMS, e.g. 1,3,48,320)")))?;
+            s.shapes.push((name, dims));
+        }
         s.items = f.synthetic_items.unwrap_or(s.items);
         if s.items == 0 {
             return Err(Error::Invalid("--synthetic-items must be at least 1".into()));
