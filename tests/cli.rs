@@ -210,6 +210,9 @@ fn input_shape_gives_synthetic_inputs_the_shape_a_dynamic_model_needs() {
     let o = p2u(&[&"encode", &path, &"-o", &out, &"--input-shape", &"1,8,16,16"]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(!text(&o).contains("could not be measured") && text(&o).contains("base budget"), "{}", text(&o));
+    // verify compares weights: it needs no shape the model runs at (1 × 1 here would not)
+    let o = p2u(&[&"verify", &path, &out]);
+    assert!(o.status.success(), "{}", text(&o));
     for (bad, needle) in [
         ("1,8,x", "--input-shape: \"1,8,x\""),
         ("1,8,16", "input shape [1, 8, 16] for \"x\", which is declared"),

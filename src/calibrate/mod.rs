@@ -35,6 +35,8 @@ use crate::runtime::{build_plan, Plan, RuntimeOptions};
 
 /// Items per tract run.
 const BATCH: usize = 32;
+/// Items per tract run when measuring output distortion ([`Distortion`]).
+const MEASURE_BATCH: usize = 8;
 /// Widest weight input (`Cin/group · kh · kw`, or K) that gets a Gram
 /// matrix (32 MiB in f64); wider ones are rounded data-free.
 pub const MAX_INPUTS: usize = 2048;
@@ -416,9 +418,11 @@ impl<'a> Distortion<'a> {
         if let Some(pg) = probe.graph.as_mut() {
             pg.output.extend(frontier.iter().map(|n| tract_onnx::pb::ValueInfoProto { name: n.clone(), ..Default::default() }));
         }
-        // one batch per core: the reference run is spread like the measurements
+        // batches of a fixed size, whatever the core count: tract's sums can
+        // depend on the batch, and the same model and data must give the
+        // same bytes everywhere (the WASI CLI runs on one thread)
         let items = items.clamp(1, calib.len());
-        let batches = bound.batches(items, items.div_ceil(crate::parallel::threads()).min(BATCH));
+        let batches = bound.batches(items, MEASURE_BATCH);
         let plans = PlanCache::new(probe, bound.item_dims());
         let mut reference: Vec<Vec<f32>> = vec![vec![]; outputs];
         let mut activations = vec![];

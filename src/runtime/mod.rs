@@ -63,6 +63,10 @@ pub struct RuntimeOptions {
     /// `stream_header_sha256`). The header lists every chunk's digest, so
     /// with it given every stream byte is verified before it is applied.
     pub stream_header_sha256: Option<Hash>,
+    /// Build no plan until the first run: for tools that only read the
+    /// weights (`p2u verify`), which then need no input shape the model
+    /// can run at.
+    pub defer_plan: bool,
 }
 
 /// Where the model stands in its progression.
@@ -235,6 +239,10 @@ impl ProgressiveModel {
             job: None,
             good: (0, 0),
         };
+        if m.options.defer_plan {
+            m.serving = Serving::Constants;
+            return Ok(m);
+        }
         let with_inputs = onnx::weights_as_inputs(&m.skeleton, m.tensors.iter().map(|t| (t.name.as_str(), t.dims.as_slice())))
             .and_then(|proto| build_plan(&proto, &m.options));
         match with_inputs {

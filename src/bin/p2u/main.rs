@@ -678,7 +678,8 @@ fn run(c: RunCmd, quiet: bool) -> Result<()> {
 
 fn verify(model_path: &Path, dir: &Path, json: bool) -> Result<()> {
     let original = onnx::load_model(model_path)?;
-    let (model, _) = open_at_stage(dir, None, RuntimeOptions::default())?;
+    // the weights are compared, nothing is run: no plan, no input shapes needed
+    let (model, _) = open_at_stage(dir, None, RuntimeOptions { defer_plan: true, ..RuntimeOptions::default() })?;
     let status = model.status();
     if !status.exact {
         return Err(Error::Mismatch(format!("the stream did not reach the exact stage: {status:?}")));
