@@ -226,6 +226,60 @@ fn input_shape_gives_synthetic_inputs_the_shape_a_dynamic_model_needs() {
 }
 
 #[test]
+fn run_takes_named_typed_inputs_and_writes_every_output_as_npy() {
+    let dir = scratch("run-named");
+    let m = text_fixture();
+    let path = write_model(&dir, "text.onnx", &m);
+    let out = dir.join("enc");
+    let o = p2u(&[&"encode", &path, &"-o", &out, &"--min-elements", &"16", &"-q"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let ids: Vec<i64> = (0..TEXT_LEN as i64).map(|i| (i * 7 + 3) % 50).collect();
+    let mask: Vec<i64> = (0..TEXT_LEN as i64).map(|i| (i < 6) as i64).collect();
+    let int64s = |v: &[i64]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    std::fs::write(dir.join("ids.npy"), npy_bytes("<i8", "(1, 8)", &int64s(&ids))).unwrap();
+    std::fs::write(dir.join("mask.npy"), npy_bytes("<i8", "(1, 8)", &int64s(&mask))).unwrap();
+    let (ids_arg, mask_arg) = (format!("ids={}", dir.join("ids.npy").display()), format!("mask={}", dir.join("mask.npy").display()));
+    // named, in the other order than the model's
+    let ys = dir.join("ys");
+    let o = p2u(&[&"run", &out, &"--input", &mask_arg, &"--input", &ids_arg, &"--outputs", &ys, &"--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["exact"], true);
+    assert_eq!(j["outputs"][0]["name"], "y");
+    assert_eq!(j["outputs"][0]["dims"], serde_json::json!([1, 4]));
+    let (dims, values) = p2u::calibrate::data::read_npy_array(&std::fs::read(ys.join("y.npy")).unwrap(), "y.npy").unwrap();
+    assert_eq!(dims, [1, 4]);
+    let shape = [1, TEXT_LEN];
+    let reference = p2u::runtime::build_plan(&m, &p2u::RuntimeOptions { input_shapes: vec![shape.to_vec(); 2], ..Default::default() })
+        .unwrap()
+        .run(vec![
+            tract_onnx::prelude::Tensor::from_shape(&shape, &ids).unwrap(),
+            tract_onnx::prelude::Tensor::from_shape(&shape, &mask).unwrap(),
+        ])
+        .unwrap();
+    let p2u::calibrate::Values::F32(got) = values else { panic!("y.npy is float32") };
+    assert_eq!(got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), output_bits(&reference), "the original's outputs, bit for bit");
+    // what a wrong call gets
+    let unnamed_f32 = dir.join("x.f32");
+    std::fs::write(&unnamed_f32, [0u8; 32]).unwrap();
+    for (args, needle) in [
+        (vec![ids_arg.clone()], "the model takes 2 inputs [\"ids\", \"mask\"]; --input was given 1 times"),
+        (vec![ids_arg.clone(), format!("token_type={}", dir.join("mask.npy").display())], "--input token_type=…: the model's inputs are"),
+        (vec![ids_arg.clone(), unnamed_f32.display().to_string()], "needs --dims"),
+    ] {
+        let mut a: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"run", &out, &"-o", &"y.f32"];
+        for v in &args {
+            a.push(&"--input");
+            a.push(v);
+        }
+        let o = p2u(&a);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {}", text(&o));
+        assert!(text(&o).contains(needle), "{args:?}: {}", text(&o));
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
 fn unsupported_models_get_a_clear_message() {
     let dir = scratch("unsupported");
     let out = dir.join("enc");

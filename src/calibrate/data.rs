@@ -74,6 +74,18 @@ impl Values {
     }
 
     /// Values `range` as a tensor of `shape`.
+    /// All values as one tensor of `shape` (its element count must match).
+    pub fn into_tensor(self, shape: &[usize]) -> Result<Tensor> {
+        let t = match self {
+            Values::F32(v) => Tensor::from_shape(shape, &v),
+            Values::I64(v) => Tensor::from_shape(shape, &v),
+            Values::I32(v) => Tensor::from_shape(shape, &v),
+            Values::U8(v) => Tensor::from_shape(shape, &v),
+            Values::Bool(v) => Tensor::from_shape(shape, &v),
+        };
+        t.map_err(|e| Error::Invalid(format!("values for shape {shape:?}: {e}")))
+    }
+
     /// The items `items` (each `item` values long) stacked into a tensor of `shape`.
     fn tensor(&self, shape: &[usize], items: &[usize], item: usize) -> Tensor {
         fn gather<T: Copy>(v: &[T], items: &[usize], item: usize) -> Vec<T> {
@@ -331,15 +343,23 @@ impl Calibration {
 /// One `.npy` array as an input's values.
 #[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
 pub fn read_npy(bytes: &[u8], name: Option<&str>) -> Result<InputData> {
-    let bad = |why: String| Error::Invalid(format!("calibration .npy: {why}"));
+    let (dims, values) = read_npy_array(bytes, "calibration .npy")?;
+    if dims.len() < 2 {
+        return Err(Error::Invalid(format!("calibration .npy: shape {dims:?}: must be [count, …item dims]")));
+    }
+    Ok(InputData { name: name.map(str::to_string), item_dims: dims[1..].to_vec(), values })
+}
+
+/// Reads a NumPy `.npy` array (float32, int64, int32, uint8 or bool, C
+/// order): its shape and values. `what` names the file in errors.
+#[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
+pub fn read_npy_array(bytes: &[u8], what: &str) -> Result<(Vec<usize>, Values)> {
+    let bad = |why: String| Error::Invalid(format!("{what}: {why}"));
     let file = npyz::NpyFile::new(bytes).map_err(|e| bad(format!("not a readable .npy file ({e})")))?;
     if file.order() != npyz::Order::C {
         return Err(bad("Fortran order is not supported (save with np.ascontiguousarray)".into()));
     }
     let dims: Vec<usize> = file.shape().iter().map(|&d| d as usize).collect();
-    if dims.len() < 2 {
-        return Err(bad(format!("shape {dims:?}: must be [count, …item dims]")));
-    }
     let count = file.len() as usize;
     let npyz::DType::Plain(ts) = file.dtype() else {
         return Err(bad("structured arrays are not supported".into()));
@@ -362,5 +382,5 @@ pub fn read_npy(bytes: &[u8], name: Option<&str>) -> Result<InputData> {
     if values.len() != count {
         return Err(bad(format!("{} values for shape {dims:?}", values.len())));
     }
-    Ok(InputData { name: name.map(str::to_string), item_dims: dims[1..].to_vec(), values })
+    Ok((dims, values))
 }

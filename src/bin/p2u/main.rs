@@ -144,18 +144,21 @@ struct ExportCmd {
 struct RunCmd {
     /// An encoded directory.
     dir: PathBuf,
-    /// Raw little-endian f32 input.
-    #[arg(long, value_name = "X.f32")]
-    input: PathBuf,
-    /// The input's shape, e.g. 1,3,224,224.
-    #[arg(long, value_delimiter = ',', required = true)]
+    /// An input: raw little-endian f32 with --dims, or [NAME=]X.npy (float32, int64, int32, uint8 or bool, with its shape); one per model input, named or in order.
+    #[arg(long, value_name = "X.f32|[NAME=]X.npy", required = true)]
+    input: Vec<String>,
+    /// The shape of a raw .f32 input, e.g. 1,3,224,224.
+    #[arg(long, value_delimiter = ',')]
     dims: Vec<usize>,
     /// The stage to run at (default: exact).
     #[arg(long)]
     stage: Option<u32>,
-    /// Where to write the first output (raw little-endian f32).
-    #[arg(short, long, value_name = "OUT.f32")]
-    output: PathBuf,
+    /// Where to write the first output: raw little-endian f32, or .npy when the name ends so.
+    #[arg(short, long, value_name = "OUT.f32|OUT.npy", required_unless_present = "outputs")]
+    output: Option<PathBuf>,
+    /// Write every output as NAME.npy into this directory.
+    #[arg(long, value_name = "DIR")]
+    outputs: Option<PathBuf>,
     /// Print the stage and output shape as JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -641,39 +644,154 @@ fn export(c: ExportCmd, quiet: bool) -> Result<()> {
 }
 
 fn run(c: RunCmd, quiet: bool) -> Result<()> {
-    let dims = c.dims;
-    let bytes = read(&c.input)?;
-    let need = dims.iter().try_fold(4usize, |a, &d| a.checked_mul(d));
-    if need != Some(bytes.len()) {
-        return Err(Error::Invalid(format!(
-            "{}: {} bytes, dims {dims:?} need {}",
-            c.input.display(),
-            bytes.len(),
-            need.map_or("more than memory holds".to_string(), |n| n.to_string())
-        )));
+    let manifest = load_manifest(&c.dir)?;
+    let base = onnx::decode_model(&read(&c.dir.join(&manifest.base.file))?)?;
+    let declared = onnx::declared_inputs(&base)?;
+    let fed = run_inputs(&c, &declared)?;
+    let shapes: Vec<Vec<usize>> = fed.iter().map(|t| t.shape().to_vec()).collect();
+    let (mut model, _) = open_at_stage(&c.dir, c.stage, RuntimeOptions { input_shapes: shapes, ..Default::default() })?;
+    let names: Vec<String> = model.outputs().into_iter().map(|o| o.name).collect();
+    let r = model.run(fed)?;
+    let first = r.outputs.first().ok_or_else(|| Error::Engine("model has no output".into()))?;
+    if let Some(path) = &c.output {
+        let bytes = if path.extension().is_some_and(|e| e == "npy") {
+            npy_bytes(first)?
+        } else {
+            let y = first
+                .to_plain_array_view::<f32>()
+                .map_err(|_| Error::Invalid(format!("output {:?} is {:?}: write it as .npy", names.first(), first.datum_type())))?;
+            y.iter().flat_map(|v| v.to_le_bytes()).collect()
+        };
+        write(path, &bytes)?;
     }
-    let values: Vec<f32> = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
-    let x = tract_onnx::prelude::Tensor::from_shape(&dims, &values).map_err(|e| Error::Invalid(e.to_string()))?;
-    let (mut model, _) = open_at_stage(&c.dir, c.stage, RuntimeOptions { input_shapes: vec![dims], ..Default::default() })?;
-    let r = model.run(vec![x])?;
-    let y = r.outputs.first().ok_or_else(|| Error::Engine("model has no output".into()))?;
-    let y = y.to_plain_array_view::<f32>().map_err(|e| Error::Engine(e.to_string()))?;
-    write(&c.output, &y.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>())?;
+    if let Some(dir) = &c.outputs {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        for (name, y) in names.iter().zip(&r.outputs) {
+            let file: String = name.chars().map(|ch| if ch.is_ascii_alphanumeric() || "-_.".contains(ch) { ch } else { '_' }).collect();
+            write(&dir.join(format!("{file}.npy")), &npy_bytes(y)?)?;
+        }
+    }
+    let outputs: Vec<serde_json::Value> = names
+        .iter()
+        .zip(&r.outputs)
+        .map(|(n, y)| serde_json::json!({ "name": n, "dims": y.shape(), "type": format!("{:?}", y.datum_type()) }))
+        .collect();
     if c.json {
         say_json(
-            &serde_json::json!({ "stage": r.status.stage, "stages": r.status.stages, "exact": r.status.exact, "dims": y.shape(), "output": c.output }),
+            &serde_json::json!({ "stage": r.status.stage, "stages": r.status.stages, "exact": r.status.exact, "dims": first.shape(), "outputs": outputs, "output": c.output }),
         );
     } else if !quiet {
-        note!(
-            "stage {} of {}, exact: {}, output {:?} → {}",
-            r.status.stage,
-            r.status.stages,
-            r.status.exact,
-            y.shape(),
-            c.output.display()
-        );
+        let written = c.output.iter().chain(&c.outputs).map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
+        note!("stage {} of {}, exact: {}, output {:?} → {written}", r.status.stage, r.status.stages, r.status.exact, first.shape());
     }
     Ok(())
+}
+
+/// The tensors `run` feeds, in the model's input order: `--input` values
+/// named `NAME=…` go to that input, the others fill the rest in order; a
+/// raw `.f32` file takes its shape from `--dims`, a `.npy` file has its own.
+fn run_inputs(c: &RunCmd, declared: &[onnx::DeclaredInput]) -> Result<Vec<tract_onnx::prelude::Tensor>> {
+    let names: Vec<&str> = declared.iter().map(|d| d.name.as_str()).collect();
+    if c.input.len() != declared.len() {
+        return Err(Error::Invalid(format!(
+            "the model takes {} inputs {names:?}; --input was given {} times",
+            declared.len(),
+            c.input.len()
+        )));
+    }
+    let mut slots: Vec<Option<tract_onnx::prelude::Tensor>> = vec![None; declared.len()];
+    let mut unnamed = vec![];
+    for spec in &c.input {
+        let (name, file) = match spec.split_once('=') {
+            Some((n, f)) if !n.contains(['/', '\\']) => (Some(n), f),
+            _ => (None, spec.as_str()),
+        };
+        let path = Path::new(file);
+        let tensor = if path.extension().is_some_and(|e| e == "npy") {
+            npy_tensor(&read(path)?, file)?
+        } else {
+            if c.dims.is_empty() {
+                return Err(Error::Invalid(format!("--input {file}: a raw .f32 input needs --dims (or give a .npy file)")));
+            }
+            let bytes = read(path)?;
+            let need = c.dims.iter().try_fold(4usize, |a, &d| a.checked_mul(d));
+            if need != Some(bytes.len()) {
+                return Err(Error::Invalid(format!(
+                    "{file}: {} bytes, dims {:?} need {}",
+                    bytes.len(),
+                    c.dims,
+                    need.map_or("more than memory holds".to_string(), |n| n.to_string())
+                )));
+            }
+            let values: Vec<f32> = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+            tract_onnx::prelude::Tensor::from_shape(&c.dims, &values).map_err(|e| Error::Invalid(e.to_string()))?
+        };
+        match name {
+            Some(n) => {
+                let i = names
+                    .iter()
+                    .position(|&m| m == n)
+                    .ok_or_else(|| Error::Invalid(format!("--input {n}=…: the model's inputs are {names:?}")))?;
+                if slots[i].replace(tensor).is_some() {
+                    return Err(Error::Invalid(format!("--input {n} given twice")));
+                }
+            }
+            None => unnamed.push(tensor),
+        }
+    }
+    let mut unnamed = unnamed.into_iter();
+    slots.into_iter().map(|s| s.or_else(|| unnamed.next()).ok_or_else(|| Error::Invalid("an input was named twice".into()))).collect()
+}
+
+/// A `.npy` file's array as a tensor of its shape.
+#[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
+fn npy_tensor(bytes: &[u8], file: &str) -> Result<tract_onnx::prelude::Tensor> {
+    let (dims, values) = p2u::calibrate::data::read_npy_array(bytes, &format!("--input {file}"))?;
+    values.into_tensor(&dims)
+}
+
+/// `.npy` files are read by the native build only (see [`read_calibration`]).
+#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+fn npy_tensor(_: &[u8], _: &str) -> Result<tract_onnx::prelude::Tensor> {
+    Err(Error::Unsupported("reading .npy files needs the native p2u build".into()))
+}
+
+/// `.npy` files are written by the native build only (see [`read_calibration`]).
+#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+fn npy_bytes(_: &tract_onnx::prelude::Tensor) -> Result<Vec<u8>> {
+    Err(Error::Unsupported("writing .npy files needs the native p2u build".into()))
+}
+
+/// `y` as a `.npy` file (float32, int64, int32, uint8 or bool).
+#[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
+fn npy_bytes(y: &tract_onnx::prelude::Tensor) -> Result<Vec<u8>> {
+    use tract_onnx::prelude::DatumType;
+    fn write<T: npyz::AutoSerialize + tract_onnx::prelude::Datum + Copy>(
+        y: &tract_onnx::prelude::Tensor,
+        shape: &[u64],
+    ) -> Result<Vec<u8>> {
+        use npyz::WriterBuilder;
+        let view = y.to_plain_array_view::<T>().map_err(|e| Error::Engine(e.to_string()))?;
+        let mut out = vec![];
+        let mut w = npyz::WriteOptions::new()
+            .default_dtype()
+            .shape(shape)
+            .writer(&mut out)
+            .begin_nd()
+            .map_err(|e| Error::io("writing .npy".to_string(), e))?;
+        w.extend(view.iter().copied()).map_err(|e| Error::io("writing .npy".to_string(), e))?;
+        w.finish().map_err(|e| Error::io("writing .npy".to_string(), e))?;
+        Ok(out)
+    }
+    let shape: Vec<u64> = y.shape().iter().map(|&d| d as u64).collect();
+    match y.datum_type() {
+        DatumType::F32 => write::<f32>(y, &shape),
+        DatumType::I64 => write::<i64>(y, &shape),
+        DatumType::I32 => write::<i32>(y, &shape),
+        DatumType::U8 => write::<u8>(y, &shape),
+        DatumType::Bool => write::<bool>(y, &shape),
+        other => Err(Error::Unsupported(format!("writing a {other:?} output as .npy"))),
+    }
 }
 
 fn verify(model_path: &Path, dir: &Path, json: bool) -> Result<()> {
