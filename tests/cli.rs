@@ -17,6 +17,15 @@ fn text(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr)
 }
 
+/// p2u with `args` fails with exit code 1, says `needle` and does not panic.
+fn refused(args: &[&dyn AsRef<std::ffi::OsStr>], needle: &str) {
+    let o = p2u(args);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(t.contains(needle), "{t} lacks {needle:?}");
+    assert!(!t.contains("panicked"), "{t}");
+}
+
 fn scratch(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("p2u-cli-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
@@ -218,9 +227,7 @@ fn input_shape_gives_synthetic_inputs_the_shape_a_dynamic_model_needs() {
         ("1,8,16", "input shape [1, 8, 16] for \"x\", which is declared"),
         ("y=1,8,16,16", "the model's inputs are [\"x\"]"),
     ] {
-        let o = p2u(&[&"encode", &path, &"-o", &out, &"--input-shape", &bad]);
-        assert_eq!(o.status.code(), Some(1), "{bad}: {}", text(&o));
-        assert!(text(&o).contains(needle), "{bad}: {}", text(&o));
+        refused(&[&"encode", &path, &"-o", &out, &"--input-shape", &bad], needle);
     }
     std::fs::remove_dir_all(&dir).ok();
 }
@@ -272,9 +279,7 @@ fn run_takes_named_typed_inputs_and_writes_every_output_as_npy() {
             a.push(&"--input");
             a.push(v);
         }
-        let o = p2u(&a);
-        assert_eq!(o.status.code(), Some(1), "{args:?}: {}", text(&o));
-        assert!(text(&o).contains(needle), "{args:?}: {}", text(&o));
+        refused(&a, needle);
     }
     std::fs::remove_dir_all(&dir).ok();
 }
@@ -426,13 +431,6 @@ fn hostile_manifests_and_closed_pipes_are_errors_not_panics() {
         let mut v: serde_json::Value = serde_json::from_str(&good).unwrap();
         f(&mut v);
         std::fs::write(&manifest_path, serde_json::to_string(&v).unwrap()).unwrap();
-    };
-    let refused = |args: &[&dyn AsRef<std::ffi::OsStr>], needle: &str| {
-        let o = p2u(args);
-        let t = text(&o);
-        assert_eq!(o.status.code(), Some(1), "{t}");
-        assert!(t.contains(needle), "{t} lacks {needle:?}");
-        assert!(!t.contains("panicked"), "{t}");
     };
     // a stage that does not exist, for run and export
     let x = dir.join("x.f32");

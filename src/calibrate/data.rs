@@ -73,7 +73,6 @@ impl Values {
         true
     }
 
-    /// Values `range` as a tensor of `shape`.
     /// All values as one tensor of `shape` (its element count must match).
     pub fn into_tensor(self, shape: &[usize]) -> Result<Tensor> {
         let t = match self {

@@ -473,13 +473,8 @@ pub fn encode(
         &mut |t, done| progress(Progress { phase: Phase::Quantizing, done, total: n, tensor: &weights[t].name }),
     )?;
 
-    let budget = match plan.budget {
-        Some(BaseBudget::Fit { max_bits, .. }) => {
-            Some(budget_bytes(BaseBudget::BitsPerWeight(max_bits), &weights, &grids, &codes, &candidates, opts)?)
-        }
-        Some(b) => Some(budget_bytes(b, &weights, &grids, &codes, &candidates, opts)?),
-        None => None,
-    };
+    let mut sizes = UniformSizes { weights: &weights, grids: &grids, codes: &codes, candidates: &candidates, opts, known: [None; 9] };
+    let budget = plan.budget.map(|b| sizes.budget(b)).transpose()?;
     // the smallest tensors, up to a small share of the budget, stay exact unmeasured
     let mut exact_unmeasured = vec![false; n];
     if let Some(bytes) = budget {
@@ -520,10 +515,7 @@ pub fn encode(
             let allocate = |bytes| allocation.widths(&exact_unmeasured, bytes, pick, distortion);
             match plan.budget {
                 Some(BaseBudget::Fit { max_bits, tolerance }) if !user_data => {
-                    let ladder: Vec<u64> = FIT_LADDER
-                        .iter()
-                        .map(|&b| budget_bytes(BaseBudget::BitsPerWeight(b), &weights, &grids, &codes, &candidates, opts))
-                        .collect::<Result<_>>()?;
+                    let ladder: Vec<u64> = FIT_LADDER.iter().map(|&b| sizes.budget(BaseBudget::BitsPerWeight(b))).collect::<Result<_>>()?;
                     let fitted = fit_budget(&ladder, (max_bits, bytes), tolerance, &mut |b| {
                         let (chosen, _) = allocate(b)?;
                         let measured = allocation.measure(&chosen, distortion)?;
@@ -605,22 +597,41 @@ impl Plan {
     }
 }
 
-/// The budget in served bytes: as given, or the served size of a uniform
-/// base of that many bits (the candidates' own where they were quantized at
-/// that width, else round-to-nearest codes; fractional widths interpolate).
-fn budget_bytes(
-    b: BaseBudget,
-    weights: &[Weight],
-    grids: &[Grid],
-    codes: &[BaseCode],
-    candidates: &[Vec<BaseCandidate>],
-    opts: &EncodeOptions,
-) -> Result<u64> {
-    let bits = match b {
-        BaseBudget::Bytes(bytes) => return Ok(bytes),
-        BaseBudget::BitsPerWeight(bits) | BaseBudget::Fit { max_bits: bits, .. } => bits,
-    };
-    let uniform = |w: u8| -> Result<u64> {
+/// Budgets in served bytes: as given, or the served size of a uniform base
+/// of that many bits (the candidates' own where they were quantized at that
+/// width, else round-to-nearest codes; fractional widths interpolate). Each
+/// whole width's size is computed once, however many budgets use it.
+struct UniformSizes<'c> {
+    weights: &'c [Weight],
+    grids: &'c [Grid],
+    codes: &'c [BaseCode],
+    candidates: &'c [Vec<BaseCandidate>],
+    opts: &'c EncodeOptions,
+    /// Served bytes of a uniform base, by width.
+    known: [Option<u64>; 9],
+}
+
+impl UniformSizes<'_> {
+    fn budget(&mut self, b: BaseBudget) -> Result<u64> {
+        let bits = match b {
+            BaseBudget::Bytes(bytes) => return Ok(bytes),
+            BaseBudget::BitsPerWeight(bits) | BaseBudget::Fit { max_bits: bits, .. } => bits,
+        };
+        let (lo, hi) = (bits.floor() as u8, bits.ceil() as u8);
+        let at_lo = self.uniform(lo)?;
+        if lo == hi {
+            return Ok(at_lo);
+        }
+        let at_hi = self.uniform(hi)?;
+        Ok(at_lo + ((at_hi - at_lo.min(at_hi)) as f64 * (bits - lo as f32) as f64) as u64)
+    }
+
+    /// Served bytes of a uniform `w`-bit base (2..=8).
+    fn uniform(&mut self, w: u8) -> Result<u64> {
+        if let Some(bytes) = self.known[w as usize] {
+            return Ok(bytes);
+        }
+        let Self { weights, grids, codes, candidates, opts, .. } = *self;
         let per_tensor = crate::parallel::map(
             weights.len(),
             |t| {
@@ -631,15 +642,10 @@ fn budget_bytes(
             },
             &mut |_, _| {},
         )?;
-        Ok(per_tensor.iter().sum())
-    };
-    let (lo, hi) = (bits.floor() as u8, bits.ceil() as u8);
-    let at_lo = uniform(lo)?;
-    if lo == hi {
-        return Ok(at_lo);
+        let bytes = per_tensor.iter().sum();
+        self.known[w as usize] = Some(bytes);
+        Ok(bytes)
     }
-    let at_hi = uniform(hi)?;
-    Ok(at_lo + ((at_hi - at_lo.min(at_hi)) as f64 * (bits - lo as f32) as f64) as u64)
 }
 
 /// How [`Allocation::widths`] chooses among the allocations with different

@@ -266,10 +266,10 @@ pub fn extract_weights(model: &ModelProto, min_elements: usize) -> Result<Vec<We
         )));
     }
     let consumers = consumers(g);
-    if let Some((name, t, node)) = tensors.iter().find_map(|(name, t)| {
-        let big_integer = INTEGER_CODES.contains(&t.data_type) && element_count(t) >= min_elements;
+    let big_integer = |t: &TensorProto| INTEGER_CODES.contains(&t.data_type) && element_count(t) >= min_elements;
+    if let Some((name, t, node)) = tensors.iter().filter(|(_, t)| big_integer(t)).find_map(|(name, t)| {
         let node = consumers.get(name.as_str())?.iter().map(|(n, _)| *n).find(|n| dequantizes(n))?;
-        big_integer.then_some((name, t, node))
+        Some((name, t, node))
     }) {
         return Err(Error::Unsupported(format!(
             "weight {name:?} is {} read by {} node {:?}: the model is already quantized; encode the fp32 original",

@@ -16,9 +16,9 @@
 //! opset (Reduce axes to inputs and `Split` output counts, as 18 wants).
 //! Subgraphs (`If`, `Loop`, `Scan` bodies) are converted too.
 
-use tract_onnx::pb::{self, attribute_proto::AttributeType, tensor_proto::DataType, AttributeProto, ModelProto, NodeProto, TensorProto};
+use tract_onnx::pb::{self, attribute_proto::AttributeType, AttributeProto, ModelProto, NodeProto, TensorProto};
 
-use super::{int_attr, opset, REDUCE_OPS};
+use super::{f32_tensor, int64_tensor, int_attr, opset, REDUCE_OPS};
 use crate::error::{Error, Result};
 
 /// Oldest opset [`upgrade`] converts from.
@@ -269,26 +269,19 @@ fn constant(n: &NodeProto, what: &str, mut t: TensorProto, added: &mut Vec<Tenso
     name
 }
 
+/// A 1-D INT64 constant (named by [`constant`]).
 fn int64s(v: &[i64]) -> TensorProto {
-    TensorProto {
-        dims: vec![v.len() as i64],
-        data_type: DataType::Int64 as i32,
-        raw_data: v.iter().flat_map(|a| a.to_le_bytes()).collect(),
-        ..Default::default()
-    }
+    int64_tensor("", &[v.len()], v)
 }
 
+/// A 1-D float constant (named by [`constant`]).
 fn floats(v: &[f32]) -> TensorProto {
-    TensorProto {
-        dims: vec![v.len() as i64],
-        data_type: DataType::Float as i32,
-        raw_data: v.iter().flat_map(|a| a.to_le_bytes()).collect(),
-        ..Default::default()
-    }
+    f32_tensor("", &[v.len()], v)
 }
 
+/// A float scalar constant (named by [`constant`]).
 fn float_scalar(v: f32) -> TensorProto {
-    TensorProto { dims: vec![], data_type: DataType::Float as i32, raw_data: v.to_le_bytes().to_vec(), ..Default::default() }
+    f32_tensor("", &[], &[v])
 }
 
 fn str_attr(name: &str, s: &str) -> AttributeProto {

@@ -299,10 +299,8 @@ pub fn encode_options(f: &EncodeFlags, model: Option<&tract_onnx::pb::ModelProto
     }
     if let Some(s) = o.synthetic.as_mut() {
         for v in &f.input_shape {
-            let (name, dims) = match v.split_once('=') {
-                Some((n, d)) => (Some(n.to_string()), d),
-                None => (None, v.as_str()),
-            };
+            let (name, dims) = named_value(v);
+            let name = name.map(str::to_string);
             let dims: Vec<usize> = dims
                 .split(',')
                 .map(|d| d.trim().parse().ok().filter(|&d: &usize| d > 0))
@@ -323,6 +321,16 @@ pub fn encode_options(f: &EncodeFlags, model: Option<&tract_onnx::pb::ModelProto
         Some(Order::Layer) => ChunkOrder::Layer,
     };
     Ok(o)
+}
+
+/// A `NAME=VALUE` flag value split into its input name and value; a value
+/// without a name (no `=`, an empty name, or a file that exists under the
+/// whole spelling) is `(None, spec)`.
+fn named_value(spec: &str) -> (Option<&str>, &str) {
+    match spec.split_once('=') {
+        Some((name, value)) if !name.is_empty() && !Path::new(spec).exists() => (Some(name), value),
+        _ => (None, spec),
+    }
 }
 
 /// `--base-budget`: a byte count, bits per weight with a `b` suffix, or `auto`.
@@ -350,9 +358,9 @@ fn read_calibration(_: &[&str], _: Option<&str>, _: &tract_onnx::pb::ModelProto)
 /// preprocessed as `preprocess` (JSON text or a file holding it) declares.
 #[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
 fn read_calibration(specs: &[&str], preprocess: Option<&str>, model: &tract_onnx::pb::ModelProto) -> Result<Calibration> {
-    let named = |spec: &str| match spec.split_once('=') {
-        Some((name, path)) if !name.is_empty() && !Path::new(spec).exists() => (Some(name.to_string()), PathBuf::from(path)),
-        _ => (None, PathBuf::from(spec)),
+    let named = |spec: &str| {
+        let (name, path) = named_value(spec);
+        (name.map(str::to_string), PathBuf::from(path))
     };
     let inputs: Vec<String> = onnx::declared_inputs(model)?.into_iter().map(|d| d.name).collect();
     if let [spec] = specs {
@@ -702,10 +710,7 @@ fn run_inputs(c: &RunCmd, declared: &[onnx::DeclaredInput]) -> Result<Vec<tract_
     let mut slots: Vec<Option<tract_onnx::prelude::Tensor>> = vec![None; declared.len()];
     let mut unnamed = vec![];
     for spec in &c.input {
-        let (name, file) = match spec.split_once('=') {
-            Some((n, f)) if !n.contains(['/', '\\']) => (Some(n), f),
-            _ => (None, spec.as_str()),
-        };
+        let (name, file) = named_value(spec);
         let path = Path::new(file);
         let tensor = if path.extension().is_some_and(|e| e == "npy") {
             npy_tensor(&read(path)?, file)?
