@@ -112,12 +112,34 @@ export interface RunOptions {
   normalize?: Normalize;
 }
 
+/** Values of an output: float32 outputs (and any type p2u casts, such as
+ * float16) as a Float32Array, int64 as a BigInt64Array, int32 as an
+ * Int32Array, uint8 and bool (0/1) as a Uint8Array. */
+export type OutputData = Float32Array | BigInt64Array | Int32Array | Uint8Array;
+
 export interface Output {
-  /** The output's name in the model ('' for a plain model). */
+  /** The output's name in the model. */
   name: string;
-  data: Float32Array;
+  /** Element type of `data`: 'float32', 'int64', 'int32', 'uint8' or 'bool'. */
+  type: 'float32' | 'int64' | 'int32' | 'uint8' | 'bool';
+  data: OutputData;
   dims: number[];
 }
+
+/** One input's values for {@link ProgressiveModel.run}'s feeds: the typed
+ * array of the input's type (float32: Float32Array, int64: BigInt64Array,
+ * int32: Int32Array, uint8 and bool: Uint8Array) and its shape. An
+ * onnxruntime-web `Tensor` fits. */
+export interface FeedTensor {
+  data: Float32Array | BigInt64Array | Int32Array | Uint8Array;
+  dims: readonly number[];
+  /** If given, must be the input's declared type. */
+  type?: string;
+}
+
+/** `{ inputName: tensor }` for every input, as onnxruntime-web's
+ * `session.run(feeds)`; a bare typed array serves an input of fixed shape. */
+export type Feeds = Record<string, FeedTensor | Float32Array | BigInt64Array | Int32Array | Uint8Array>;
 
 /** An input or output as the model declares it (as onnxruntime-web's
  * `inputMetadata`). */
@@ -173,7 +195,7 @@ export function resizeImage(source: CanvasImageSource, width: number, height: nu
  * (`final`: produced by the exact original weights). */
 export interface RunResult extends Omit<StageStatus, 'error'> {
   /** First output's values and shape. */
-  output: Float32Array;
+  output: OutputData;
   dims: number[];
   /** Every output, in model order. */
   outputs: Output[];
@@ -213,6 +235,11 @@ export interface ProgressiveModel {
   /** Runs on one input; `dims` may be left out for a {@link PixelInput}.
    * Wrong dims or types are refused naming the input and what it expects. */
   run(input: ModelInput, dims?: ArrayLike<number>, options?: RunOptions): Promise<RunResult>;
+  /** Runs on named inputs of any type p2u takes (text models: token ids
+   * and masks as BigInt64Array), as onnxruntime-web's `session.run`. A
+   * missing or unknown name, a wrong array type or dims are refused
+   * naming the input. */
+  run(feeds: Feeds): Promise<RunResult>;
   /** Stops downloading; the model keeps serving its current stage. */
   stop(reason?: unknown): void;
   /** Stops and frees everything. */
@@ -244,7 +271,10 @@ export const DEFAULT_CACHE: string;
 
 /** A plain (non-progressive) ONNX model in the same tract-wasm runtime. */
 export interface PlainModel {
-  run(input: Float32Array, dims: ArrayLike<number>): Promise<{ outputs: Output[] }>;
+  /** The inputs, in order. */
+  readonly inputMetadata: ValueMetadata[];
+  run(input: Float32Array, dims: ArrayLike<number>): Promise<{ outputs: Output[]; byName: Record<string, Output> }>;
+  run(feeds: Feeds): Promise<{ outputs: Output[]; byName: Record<string, Output> }>;
   dispose(): void;
 }
 

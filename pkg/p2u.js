@@ -13,6 +13,7 @@ import { P2uError } from './lib/errors.js';
 import { ModelView, resolveFiles, init, withNamedOutputs } from './lib/model.js';
 import { preBundledRoot, WORKER_PATH } from './lib/locate.js';
 import { errorFromRecord } from './lib/protocol.js';
+import { isFeeds, plainFeeds } from './lib/inputs.js';
 
 export { P2uError } from './lib/errors.js';
 export { DEFAULT_CACHE } from './lib/net.js';
@@ -54,13 +55,14 @@ export class P2uWorkerModel extends ModelView {
     });
   }
 
-  /** Runs the model in the worker (the input is copied there). */
+  /** Runs the model in the worker (the inputs are copied there). */
   run(input, dims, options = {}) {
     if (!this.#worker) return Promise.reject(new P2uError('model was disposed', 'disposed'));
     const id = this.#nextId++;
+    const feeds = isFeeds(input);
     return new Promise((resolve, reject) => {
       this.#pending.set(id, { resolve, reject });
-      this.#worker.postMessage({ type: 'run', id, input, dims: Array.from(dims ?? []), options });
+      this.#worker.postMessage({ type: 'run', id, input: feeds ? plainFeeds(input) : input, dims: feeds ? [] : Array.from(dims ?? []), options: feeds ? {} : options });
     });
   }
 

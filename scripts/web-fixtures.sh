@@ -13,6 +13,10 @@ printf '%s\n' T-shirt/top Trouser Pullover Dress Coat Sandal Shirt Sneaker Bag '
 "$p2u" encode "$models/mobilenetv2_imagenet.onnx" -o "$out/mnv2" >/dev/null 2>&1
 # a second encode of the same model: the "file changed on the server" of the fault tests
 "$p2u" encode "$models/resnet_fmnist.onnx" --base-bits 3 --order layer -o "$out/resnet3" >/dev/null 2>&1
+# a text model: two int64 inputs (examples/tiny_transformer)
+cargo run --release --locked --quiet --example tiny_transformer -- "$out/text.onnx" >/dev/null
+rm -rf "$out/text"
+"$p2u" encode "$out/text.onnx" -o "$out/text" >/dev/null 2>&1
 install -m 644 "$models/mobilenetv2_imagenet.onnx" "$out/mnv2_original.onnx"
 install -m 644 "$models/resnet_fmnist.onnx" "$out/resnet_original.onnx"
 python3 - "$models" "$out" <<'PY'

@@ -11,6 +11,7 @@ use std::process::Command;
 use common::*;
 use p2u::encoder::file_info;
 use p2u::EncodeOptions;
+use tract_onnx::prelude::Tensor;
 
 const TOLERANCE: &str = "1e-4";
 
@@ -19,32 +20,29 @@ fn check_with_onnxruntime(name: &str, enc: &p2u::Encoded, shape: &[usize], lo: f
     let mut live = load_base(enc, shape);
     let out = live.run(vec![x.clone()]).unwrap();
     assert_eq!(out.status.stage, 0);
-    compare_with_onnxruntime(name, &enc.base, &x, &out.outputs[0], &[]);
+    compare_with_onnxruntime(name, &enc.base, &[("", &x)], &out.outputs[0], &[]);
 }
 
-/// onnxruntime runs `model` on `x` and must match `p2u_output` (see
-/// tests/ort_check.py; `flags` are passed on).
-fn compare_with_onnxruntime(
-    name: &str,
-    model: &[u8],
-    x: &tract_onnx::prelude::Tensor,
-    p2u_output: &tract_onnx::prelude::Tensor,
-    flags: &[&str],
-) {
+/// onnxruntime runs `model` on `inputs` (by name; "" for the only input)
+/// and its first output must match `p2u_output` (see tests/ort_check.py;
+/// `flags` are passed on).
+fn compare_with_onnxruntime(name: &str, model: &[u8], inputs: &[(&str, &Tensor)], p2u_output: &Tensor, flags: &[&str]) {
     let dir = std::env::temp_dir().join(format!("p2u-ort-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let shape = x.shape();
     let f32s = |v: Vec<f32>| v.iter().flat_map(|f| f.to_le_bytes()).collect::<Vec<u8>>();
     std::fs::write(dir.join("base.onnx"), model).unwrap();
-    std::fs::write(dir.join("input.f32"), f32s(values(x))).unwrap();
+    let mut feeds = vec![];
+    for (i, (input_name, x)) in inputs.iter().enumerate() {
+        let file = dir.join(format!("input{i}.npy"));
+        std::fs::write(&file, tensor_npy(x)).unwrap();
+        feeds.push(if input_name.is_empty() { file.display().to_string() } else { format!("{input_name}={}", file.display()) });
+    }
     std::fs::write(dir.join("p2u.f32"), f32s(values(p2u_output))).unwrap();
-    let shape_arg = shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ort_check.py");
     let result = Command::new(std::env::var("PYTHON").unwrap_or_else(|_| "python3".into()))
         .arg(script)
         .arg(dir.join("base.onnx"))
-        .arg(dir.join("input.f32"))
-        .arg(&shape_arg)
+        .arg(feeds.join(","))
         .arg(dir.join("p2u.f32"))
         .arg(TOLERANCE)
         .args(flags)
@@ -164,7 +162,7 @@ fn an_opset_8_model_is_converted_and_served_bit_exact() {
     assert!(got.status.exact);
     // ... and onnxruntime on the opset-8 original computes its outputs: the
     // conversion kept the graph's meaning (tract itself has no Upsample)
-    compare_with_onnxruntime("opset8-original", &p2u::onnx::encode_model(&original), &x, &got.outputs[0], &["--plain"]);
+    compare_with_onnxruntime("opset8-original", &p2u::onnx::encode_model(&original), &[("", &x)], &got.outputs[0], &["--plain"]);
 }
 
 #[test]
@@ -181,4 +179,43 @@ fn opsets_p2u_cannot_convert_are_refused_before_any_work() {
         .err()
         .unwrap();
     assert!(e.to_string().contains("BatchNormalization node \"BatchNormalization_bn\""), "{e}");
+}
+
+#[path = "../examples/tiny_transformer/model.rs"]
+mod transformer;
+
+/// The text model of `examples/tiny_transformer` at batch 2, padded: token
+/// ids and an attention mask (int64), named.
+fn transformer_feeds() -> [(&'static str, Tensor); 2] {
+    use transformer::{SEQUENCE, VOCAB};
+    let ids: Vec<i64> = (0..2 * SEQUENCE as i64).map(|i| (i * 37 + 5) % VOCAB as i64).collect();
+    let mask: Vec<i64> = (0..2 * SEQUENCE).map(|i| (i % SEQUENCE < 6 || i >= SEQUENCE) as i64).collect();
+    [
+        ("input_ids", Tensor::from_shape(&[2, SEQUENCE], &ids).unwrap()),
+        ("attention_mask", Tensor::from_shape(&[2, SEQUENCE], &mask).unwrap()),
+    ]
+}
+
+#[test]
+fn a_text_transformer_with_two_int64_inputs_is_served_and_refined_to_the_exact_model() {
+    let original = transformer::tiny_transformer();
+    let enc = p2u::encode(&original, "text", file_info("text.onnx", &[]), &EncodeOptions::default(), &mut |_| {}).unwrap();
+    let feeds = transformer_feeds();
+    let named: Vec<(&str, &Tensor)> = feeds.iter().map(|(n, t)| (*n, t)).collect();
+    let tensors = || feeds.iter().map(|(_, t)| t.clone()).collect::<Vec<_>>();
+    let options = p2u::RuntimeOptions { input_shapes: vec![vec![2, transformer::SEQUENCE]; 2], ..Default::default() };
+    let mut live = p2u::ProgressiveModel::from_base(&enc.base, options.clone()).unwrap();
+    assert_eq!(live.inputs().iter().map(|i| i.name.as_str()).collect::<Vec<_>>(), ["input_ids", "attention_mask"]);
+    let stage0 = live.run(tensors()).unwrap();
+    assert_eq!((stage0.status.stage, stage0.outputs.len()), (0, 2));
+    assert_eq!(stage0.outputs[1].shape(), [2, transformer::CLASSES]);
+    // onnxruntime computes what p2u computes on the base …
+    compare_with_onnxruntime("transformer-base", &enc.base, &named, &stage0.outputs[0], &[]);
+    live.feed(&enc.stream).unwrap();
+    let last = live.run(tensors()).unwrap();
+    assert!(last.status.exact);
+    // … and the last stage is the original model, bit for bit
+    let want = p2u::runtime::build_plan(&original, &options).unwrap().run(tensors()).unwrap();
+    assert_eq!(output_bits(&last.outputs), output_bits(&want));
+    compare_with_onnxruntime("transformer-original", &p2u::onnx::encode_model(&original), &named, &last.outputs[0], &["--plain"]);
 }

@@ -1,10 +1,11 @@
 """Independent check of a p2u base with the ONNX tools.
 
-usage: ort_check.py BASE.onnx INPUT.f32 SHAPE P2U_OUTPUT.f32 TOLERANCE [--plain]
+usage: ort_check.py BASE.onnx INPUTS P2U_OUTPUT.f32 TOLERANCE [--plain]
 
-Runs onnx.checker on the base, runs it in onnxruntime on the input (raw
-little-endian float32, SHAPE like 1x3x224x224) and compares with the stage-0
-output p2u computed in tract: max |ort - p2u| must be <= TOLERANCE * max|p2u|
+Runs onnx.checker on the base, runs it in onnxruntime on the inputs
+(`X.npy` for the model's only input, or `NAME=X.npy,NAME=Y.npy` naming
+each) and compares its first output with the stage-0 output p2u computed
+in tract (raw little-endian float32): max |ort - p2u| must be <= TOLERANCE * max|p2u|
 and the arg-max must agree (ORT's QDQ fusions are disabled for this
 comparison, and their effect is printed). Exit code 0 only then. With
 --plain the model is any ONNX file (e.g. the original of an old opset),
@@ -16,16 +17,15 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-base, inp, shape, p2u_out, tol = sys.argv[1:6]
-plain = "--plain" in sys.argv[6:]
-shape = [int(d) for d in shape.split("x")]
+base, inputs, p2u_out, tol = sys.argv[1:5]
+plain = "--plain" in sys.argv[5:]
 model = onnx.load(base)
 onnx.checker.check_model(model, full_check=True)
 dq = [n for n in model.graph.node if n.op_type == "DequantizeLinear"]
 types = {t.name: t.data_type for t in model.graph.initializer}
 assert dq or plain, "the base has no DequantizeLinear nodes"
 assert all(types[n.input[0]] in (onnx.TensorProto.UINT2, onnx.TensorProto.UINT4, onnx.TensorProto.UINT8) for n in dq)
-x = np.fromfile(inp, dtype="<f4").reshape(shape)
+feeds = [part.rpartition("=")[::2] for part in inputs.split(",")]
 
 def run(disable_qdq_fusion):
     opts = ort.SessionOptions()
@@ -33,7 +33,8 @@ def run(disable_qdq_fusion):
     # activations: that computes another model than the ONNX semantics.
     opts.add_session_config_entry("session.disable_quant_qdq", "1" if disable_qdq_fusion else "0")
     sess = ort.InferenceSession(base, opts, providers=["CPUExecutionProvider"])
-    return sess.run(None, {sess.get_inputs()[0].name: x})[0].ravel()
+    names = [i.name for i in sess.get_inputs()]
+    return sess.run(None, {name or names[0]: np.load(f) for name, f in feeds})[0].ravel()
 
 
 y = run(True)

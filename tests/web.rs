@@ -72,3 +72,46 @@ fn bindings_turn_errors_into_p2u_errors() {
     let wrong = m.run_f32(vec![0.5; n - 1], &dims).err().unwrap();
     assert_eq!(error_kind(&wrong).1, Error::Invalid(String::new()).kind());
 }
+
+#[path = "../examples/tiny_transformer/model.rs"]
+mod transformer;
+
+/// A text model through the bindings: two named int64 inputs as
+/// BigInt64Arrays, typed outputs by name, the last stage bit-identical to
+/// tract-wasm on the original.
+#[wasm_bindgen_test]
+fn a_text_transformer_takes_int64_feeds_and_ends_bit_exact_in_wasm() {
+    use js_sys::{Array, BigInt64Array, Float32Array, Reflect};
+    use transformer::SEQUENCE;
+    let original = transformer::tiny_transformer();
+    let enc = encode(&original, "text", &p2u::EncodeOptions::default());
+    let shape = [2, SEQUENCE];
+    let ids: Vec<i64> = (0..2 * SEQUENCE as i64).map(|i| (i * 37 + 5) % transformer::VOCAB as i64).collect();
+    let mask: Vec<i64> = (0..2 * SEQUENCE).map(|i| (i % SEQUENCE < 6 || i >= SEQUENCE) as i64).collect();
+    let options = p2u::RuntimeOptions { input_shapes: vec![shape.to_vec(); 2], ..Default::default() };
+    let want = p2u::runtime::build_plan(&original, &options)
+        .unwrap()
+        .run(vec![tract_onnx::prelude::Tensor::from_shape(&shape, &ids).unwrap(), tract_onnx::prelude::Tensor::from_shape(&shape, &mask).unwrap()])
+        .unwrap();
+    let dims = [2, SEQUENCE as u32, 2, SEQUENCE as u32];
+    let mut m = WasmModel::new(&enc.base, &dims, &[2, 2], false, "", "").unwrap();
+    let feeds = Array::of2(&BigInt64Array::from(ids.as_slice()), &BigInt64Array::from(mask.as_slice()));
+    let types = || vec!["int64".to_string(), "int64".to_string()];
+    let get = |o: &JsValue, k: &str| Reflect::get(o, &k.into()).unwrap();
+    let output = |r: &JsValue, i: u32| Array::from(&get(r, "outputs")).get(i);
+    let r0 = m.run_tensors(feeds.clone(), types(), &dims, &[2, 2]).unwrap();
+    assert_eq!(get(&r0, "stage").as_f64(), Some(0.0));
+    assert_eq!(get(&output(&r0, 1), "name").as_string().as_deref(), Some("logits"));
+    assert_eq!(get(&output(&r0, 1), "type").as_string().as_deref(), Some("float32"));
+    m.push(&enc.stream).unwrap();
+    while m.step(1 << 16).unwrap() {}
+    m.finish_stream().unwrap();
+    let r = m.run_tensors(feeds, types(), &dims, &[2, 2]).unwrap();
+    assert_eq!(get(&r, "final").as_bool(), Some(true));
+    let got: Vec<u32> = (0..2).flat_map(|i| Float32Array::from(get(&output(&r, i), "data")).to_vec()).map(f32::to_bits).collect();
+    assert!(got == output_bits(&want), "the last stage's outputs differ from the original's");
+    // a token id tensor given as floats is refused, naming what it takes
+    let floats = Array::of2(&Float32Array::new_with_length(16), &BigInt64Array::from(mask.as_slice()));
+    let err = m.run_tensors(floats, types(), &dims, &[2, 2]).err().unwrap();
+    assert_eq!(error_kind(&err).1, "invalid");
+}

@@ -5,7 +5,7 @@ import initWasm, { WasmModel, WasmPlainModel, dicomWindow } from '../wasm/p2u_wa
 import { P2uError, asP2uError } from './errors.js';
 import { now, openCache, cached, forget, store, netOptions, fetchOk, readAll, withRetries } from './net.js';
 import { streamInto } from './stream.js';
-import { inputShapes, normalizationArgs } from './inputs.js';
+import { inputShapes, normalizationArgs, isFeeds, feedArgs } from './inputs.js';
 import { isPixelInput } from './pixels.js';
 import { defaultWasmUrl, preBundledRoot, WASM_PATH } from './locate.js';
 
@@ -214,8 +214,13 @@ export class P2uModel extends ModelView {
   }
 
   /**
-   * Runs the model on one input and says which stage produced the result.
-   * @param input Float32Array (used as is, or mapped by `options.normalize`),
+   * Runs the model and says which stage produced the result.
+   * @param input `{ name: tensor }` feeds for every input (as
+   *   onnxruntime-web's `session.run`; a tensor is `{ data, dims }` with a
+   *   Float32Array, BigInt64Array, Int32Array or Uint8Array of the input's
+   *   type, or a bare typed array when the input's shape is fixed; `dims`
+   *   and `options` are then not used), or the only input as a
+   *   Float32Array (used as is, or mapped by `options.normalize`),
    *   Uint8/Uint16/Int16 values mapped to floats by `options.normalize`
    *   (default: the type's full range onto [0, 1]), or an image from
    *   `fromImageData()` / `fromPixels()` (then `dims` is not needed).
@@ -227,7 +232,9 @@ export class P2uModel extends ModelView {
     const d = Uint32Array.from(dims ?? []);
     let r;
     try {
-      if (isPixelInput(input)) {
+      if (isFeeds(input)) {
+        r = wasm.runTensors(...feedArgs(input, this.inputMetadata));
+      } else if (isPixelInput(input)) {
         const p = input;
         r = wasm.runPixels(p.pixels, p.width, p.height, p.stride, p.channels, p.layout, p.scale, Float32Array.from(p.mean), Float32Array.from(p.std));
       } else {
@@ -286,10 +293,15 @@ export async function loadOnnx(bytes, options = {}) {
   } catch (e) {
     throw asP2uError(e, 'onnx');
   }
+  const inputMetadata = m.inputMetadata();
   return {
+    /** The inputs: `[{ name, type, shape, dims }]`. */
+    inputMetadata,
+    /** Runs on `{ name: tensor }` feeds, or on the only input (a Float32Array of `shape`). */
     async run(input, shape) {
       try {
-        return m.runF32(input, Uint32Array.from(shape));
+        const r = isFeeds(input) ? m.runTensors(...feedArgs(input, inputMetadata)) : m.runF32(input, Uint32Array.from(shape));
+        return withNamedOutputs(r);
       } catch (e) {
         throw asP2uError(e, 'engine');
       }

@@ -3,10 +3,11 @@
 //! the npm package's JS (`pkg/p2u.js`); this layer only moves bytes and
 //! tensors across and turns [`Error`]s into JS `Error`s with a `kind`.
 
-use js_sys::{Array, Float32Array, Object, Reflect};
-use tract_onnx::prelude::Tensor;
+use js_sys::{Array, BigInt64Array, Float32Array, Int32Array, Object, Reflect, Uint8Array};
+use tract_onnx::prelude::{DatumType, Tensor};
 use wasm_bindgen::prelude::*;
 
+use crate::calibrate::Values;
 use crate::error::Error;
 use crate::format::expected_hash;
 use crate::runtime::{build_plan, Channels, Layout, Normalization, PixelTransform, Plan, ProgressiveModel, RuntimeOptions, StageStatus};
@@ -102,15 +103,78 @@ fn input_tensor(data: &[f32], dims: &[u32]) -> Result<Tensor, JsValue> {
     Tensor::from_shape(&dims, data).map_err(|e| js_error(Error::Invalid(e.to_string())))
 }
 
+/// Every input tensor from `values[i]` of element type `types[i]`, shaped
+/// by the next `ranks[i]` numbers of `dims` (see [`WasmModel::run_tensors`]).
+fn feed_tensors(values: &Array, types: &[String], dims: &[u32], ranks: &[u32]) -> Result<Vec<Tensor>, JsValue> {
+    if values.length() as usize != types.len() || types.len() != ranks.len() {
+        return Err(js_error(Error::Invalid(format!(
+            "{} input values, {} types and {} ranks: one of each per input",
+            values.length(),
+            types.len(),
+            ranks.len()
+        ))));
+    }
+    let mut dims = dims.iter().map(|&d| d as usize);
+    let mut tensors = Vec::with_capacity(types.len());
+    for (i, (ty, &rank)) in types.iter().zip(ranks).enumerate() {
+        let shape: Vec<usize> = dims.by_ref().take(rank as usize).collect();
+        if shape.len() != rank as usize {
+            return Err(js_error(Error::Invalid(format!("input {i}: fewer dims than its rank {rank}"))));
+        }
+        tensors.push(feed_tensor(&values.get(i as u32), ty, &shape, i)?);
+    }
+    Ok(tensors)
+}
+
+/// One input tensor from a JS typed array holding `ty` values.
+fn feed_tensor(value: &JsValue, ty: &str, shape: &[usize], index: usize) -> Result<Tensor, JsValue> {
+    let wrong = |array: &str| js_error(Error::Invalid(format!("input {index}: a {ty} tensor takes a {array}")));
+    let values = match ty {
+        "float32" => Values::F32(value.dyn_ref::<Float32Array>().ok_or_else(|| wrong("Float32Array"))?.to_vec()),
+        "int64" => Values::I64(value.dyn_ref::<BigInt64Array>().ok_or_else(|| wrong("BigInt64Array"))?.to_vec()),
+        "int32" => Values::I32(value.dyn_ref::<Int32Array>().ok_or_else(|| wrong("Int32Array"))?.to_vec()),
+        "uint8" => Values::U8(value.dyn_ref::<Uint8Array>().ok_or_else(|| wrong("Uint8Array"))?.to_vec()),
+        "bool" => Values::Bool(value.dyn_ref::<Uint8Array>().ok_or_else(|| wrong("Uint8Array"))?.to_vec().into_iter().map(|b| b != 0).collect()),
+        other => {
+            return Err(js_error(Error::Unsupported(format!(
+                "input {index}: element type {other:?} (p2u takes float32, int64, int32, uint8 and bool inputs)"
+            ))))
+        }
+    };
+    let n = shape.iter().product::<usize>();
+    if values.len() != n {
+        return Err(js_error(Error::Invalid(format!("input {index} has {} values, dims {shape:?} need {n}", values.len()))));
+    }
+    values.into_tensor(shape).map_err(js_error)
+}
+
+/// `[{ name, type, data, dims }]`: float32, int64, int32, uint8 and bool
+/// outputs in their own typed array (bool as a Uint8Array of 0/1), any
+/// other type cast to float32.
 fn outputs_array(outputs: &[Tensor], names: &[String]) -> Result<Array, JsValue> {
+    fn plain<T: tract_onnx::prelude::Datum + Copy>(t: &Tensor) -> Result<Vec<T>, JsValue> {
+        let view = t.to_plain_array_view::<T>().map_err(|e| js_error(Error::Engine(e.to_string())))?;
+        Ok(view.iter().copied().collect())
+    }
     let array = Array::new();
     for (i, t) in outputs.iter().enumerate() {
-        let t = t.cast_to::<f32>().map_err(|e| js_error(Error::Engine(e.to_string())))?;
-        let view = t.to_plain_array_view::<f32>().map_err(|e| js_error(Error::Engine(e.to_string())))?;
-        let values: Vec<f32> = view.iter().copied().collect();
+        let (ty, data): (&str, JsValue) = match t.datum_type() {
+            DatumType::I64 => ("int64", BigInt64Array::from(plain::<i64>(t)?.as_slice()).into()),
+            DatumType::I32 => ("int32", Int32Array::from(plain::<i32>(t)?.as_slice()).into()),
+            DatumType::U8 => ("uint8", Uint8Array::from(plain::<u8>(t)?.as_slice()).into()),
+            DatumType::Bool => {
+                let bytes: Vec<u8> = plain::<bool>(t)?.into_iter().map(u8::from).collect();
+                ("bool", Uint8Array::from(bytes.as_slice()).into())
+            }
+            _ => {
+                let t = t.cast_to::<f32>().map_err(|e| js_error(Error::Engine(e.to_string())))?;
+                ("float32", Float32Array::from(plain::<f32>(&t)?.as_slice()).into())
+            }
+        };
         let o = Object::new();
         set(&o, "name", names.get(i).map_or("", String::as_str));
-        set(&o, "data", Float32Array::from(values.as_slice()));
+        set(&o, "type", ty);
+        set(&o, "data", data);
         set(&o, "dims", t.shape().iter().map(|&d| JsValue::from(d as u32)).collect::<Array>());
         array.push(&o);
     }
@@ -122,6 +186,8 @@ fn outputs_array(outputs: &[Tensor], names: &[String]) -> Result<Array, JsValue>
 #[wasm_bindgen(js_name = WasmPlainModel)]
 pub struct WasmPlainModel {
     plan: Plan,
+    inputs: Vec<crate::onnx::DeclaredInput>,
+    output_names: Vec<String>,
 }
 
 #[wasm_bindgen(js_class = WasmPlainModel)]
@@ -131,15 +197,35 @@ impl WasmPlainModel {
     pub fn new(onnx: &[u8], input_dims: &[u32], input_ranks: &[u32]) -> Result<WasmPlainModel, JsValue> {
         let proto = crate::onnx::decode_model(onnx).map_err(js_error)?;
         let plan = build_plan(&proto, &runtime_options(input_dims, input_ranks)?).map_err(js_error)?;
-        Ok(WasmPlainModel { plan })
+        let inputs = crate::onnx::declared_inputs(&proto).map_err(js_error)?;
+        let output_names = crate::onnx::declared_outputs(&proto).map_err(js_error)?.into_iter().map(|o| o.name).collect();
+        Ok(WasmPlainModel { plan, inputs, output_names })
     }
 
-    /// Runs on one f32 input: `{ outputs: [{data, dims}] }`.
+    /// The inputs: `[{ name, type, shape, dims }]`.
+    #[wasm_bindgen(js_name = inputMetadata)]
+    pub fn input_metadata(&self) -> Array {
+        metadata_array(&self.inputs, &self.plan.input_shapes())
+    }
+
+    /// Runs on one f32 input: `{ outputs: [{name, type, data, dims}] }`.
     #[wasm_bindgen(js_name = runF32)]
     pub fn run_f32(&self, data: &[f32], dims: &[u32]) -> Result<Object, JsValue> {
-        let outputs = self.plan.run(vec![input_tensor(data, dims)?]).map_err(js_error)?;
+        self.infer(vec![input_tensor(data, dims)?])
+    }
+
+    /// Runs on every input at once (as [`WasmModel::run_tensors`]).
+    #[wasm_bindgen(js_name = runTensors)]
+    pub fn run_tensors(&self, values: Array, types: Vec<String>, dims: &[u32], ranks: &[u32]) -> Result<Object, JsValue> {
+        self.infer(feed_tensors(&values, &types, dims, ranks)?)
+    }
+}
+
+impl WasmPlainModel {
+    fn infer(&self, inputs: Vec<Tensor>) -> Result<Object, JsValue> {
+        let outputs = self.plan.run(inputs).map_err(js_error)?;
         let o = Object::new();
-        set(&o, "outputs", outputs_array(&outputs, &[])?);
+        set(&o, "outputs", outputs_array(&outputs, &self.output_names)?);
         Ok(o)
     }
 }
@@ -268,6 +354,17 @@ impl WasmModel {
         self.run(data, dims)
     }
 
+    /// Runs on every input at once, in the model's input order:
+    /// `values[i]` holds input `i`'s values as the typed array of
+    /// `types[i]` (float32: Float32Array, int64: BigInt64Array, int32:
+    /// Int32Array, uint8 and bool: Uint8Array), shaped by the next
+    /// `ranks[i]` numbers of `dims`.
+    #[wasm_bindgen(js_name = runTensors)]
+    pub fn run_tensors(&mut self, values: Array, types: Vec<String>, dims: &[u32], ranks: &[u32]) -> Result<Object, JsValue> {
+        let inputs = feed_tensors(&values, &types, dims, ranks)?;
+        self.infer(inputs)
+    }
+
     /// Runs on f32 values mapped `[lo, hi] ↦ [to0, to1]` (clamped if asked).
     #[wasm_bindgen(js_name = runF32Mapped)]
     #[allow(clippy::too_many_arguments)]
@@ -348,10 +445,14 @@ impl WasmModel {
         self.run(x, dims)
     }
 
-    /// `{ outputs: [{data, dims}], output, dims, stage, stages, final }`.
     fn run(&mut self, data: Vec<f32>, dims: &[u32]) -> Result<Object, JsValue> {
         let input = input_tensor(&data, dims)?;
-        let r = self.model.run(vec![input]).map_err(js_error)?;
+        self.infer(vec![input])
+    }
+
+    /// `{ outputs: [{name, type, data, dims}], output, dims, stage, stages, final }`.
+    fn infer(&mut self, inputs: Vec<Tensor>) -> Result<Object, JsValue> {
+        let r = self.model.run(inputs).map_err(js_error)?;
         let outputs = outputs_array(&r.outputs, &self.output_names)?;
         let result = status_object(r.status);
         set(&result, "final", r.status.exact);

@@ -202,8 +202,9 @@ pub fn values(t: &Tensor) -> Vec<f32> {
 }
 
 /// f32 bits of the first output.
+/// The bits of every output's values, outputs in order.
 pub fn output_bits(outputs: &[Tensor]) -> Vec<u32> {
-    values(&outputs[0]).iter().map(|v| v.to_bits()).collect()
+    outputs.iter().flat_map(|t| values(t)).map(f32::to_bits).collect()
 }
 
 /// Largest absolute difference between two f32 tensors.
@@ -269,6 +270,21 @@ pub fn smooth_items(count: usize, seed: u64) -> Vec<f32> {
 /// A NumPy `.npy` file (version 1) of little-endian f32 values.
 pub fn npy(descr: &str, shape: &str, values: &[f32]) -> Vec<u8> {
     npy_bytes(descr, shape, &values.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>())
+}
+
+/// A float32 or int64 tensor as a NumPy `.npy` file.
+pub fn tensor_npy(t: &Tensor) -> Vec<u8> {
+    let shape = match t.shape() {
+        [n] => format!("({n},)"),
+        dims => format!("({})", dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")),
+    };
+    match t.datum_type() {
+        tract_onnx::prelude::DatumType::I64 => {
+            let v = t.to_plain_array_view::<i64>().unwrap();
+            npy_bytes("<i8", &shape, &v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>())
+        }
+        _ => npy("<f4", &shape, &values(t)),
+    }
 }
 
 /// A NumPy `.npy` file (format 1.0) with a raw little-endian body.

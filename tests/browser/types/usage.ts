@@ -22,6 +22,10 @@ async function main(pixels: Uint8Array, image16: Int16Array, image: ImageData, w
   const inWorker = await loadInWorker({ base: '/m.base.onnx', stream: '/m.p2u' }, { inputDims: [1, 3, 224, 224], wasm: wasmModule });
   const w = await inWorker.run(new Float32Array(3 * 224 * 224), [1, 3, 224, 224]);
   inWorker.dispose();
+  const text = await load('/text/text.json', { inputDims: [[1, 8], [1, 8]] });
+  const ids = new BigInt64Array(8);
+  const encoded = await text.run({ input_ids: { data: ids, dims: [1, 8] }, attention_mask: new BigInt64Array(8).fill(1n) });
+  const hidden = encoded.byName['last_hidden_state'].data as Float32Array;
   const plain = await loadOnnx(new Uint8Array(8), { inputDims: [1, 3, 224, 224] });
   const p = await plain.run(new Float32Array(1), [1]);
   try {
@@ -29,6 +33,6 @@ async function main(pixels: Uint8Array, image16: Int16Array, image: ImageData, w
   } catch (e) {
     if (e instanceof P2uError) console.log(e.kind);
   }
-  return first.output[0] + windowed.dims[0] + exactStatus.chunksApplied + Number(isModel) + w.outputs.length + p.outputs[0].data.length + first.stage + logits.length + input.shape.length + model.inputNames.length;
+  return (first.output as Float32Array)[0] + hidden[0] + windowed.dims[0] + exactStatus.chunksApplied + Number(isModel) + w.outputs.length + p.outputs[0].data.length + first.stage + logits.length + input.shape.length + model.inputNames.length;
 }
 void main;
