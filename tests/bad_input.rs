@@ -214,10 +214,12 @@ fn reordered_chunks_are_rejected_where_they_stand() {
 #[test]
 fn header_flags_and_chunk_reserved_bits_are_checked() {
     let (enc, header_len) = fixture();
-    let flagged = reheader(&enc.stream, header_len, |h| h[6] = 1);
+    // an f32 model's header sets no flag; an unknown one is refused, not skipped
+    assert_eq!(&enc.stream[6..8], &[0, 0]);
+    let flagged = reheader(&enc.stream, header_len, |h| h[7] = 0x80);
     let mut m = load_base(&enc, &FIXTURE_INPUT);
     let err = m.feed(&flagged).unwrap_err();
-    assert!(matches!(&err, Error::Header(msg) if msg.contains("flags")), "{err}");
+    assert!(matches!(&err, Error::Header(msg) if msg.contains("flags 0x8000")), "{err}");
 
     // a reserved bit set in the first chunk, its CRC recomputed
     let mut s = enc.stream.clone();
@@ -302,4 +304,20 @@ fn a_rewound_stream_continues_from_its_last_good_chunk() {
     assert_eq!(m.stream_received(), 0);
     m.feed(&enc.stream).unwrap();
     assert!(m.status().exact);
+}
+
+#[test]
+fn unknown_precision_codes_are_refused() {
+    // a half-precision model's header has the precision flag and a code per tensor
+    let half = encode(&half_model(&fixture_model(), tract_onnx::pb::tensor_proto::DataType::Float16), "half", &fixture_options());
+    let header = StreamHeader::parse(&half.stream).unwrap();
+    let len = StreamHeader::total_len(half.stream[..HEADER_PREFIX].try_into().unwrap()).unwrap();
+    let hash = header.tensors[0].hash;
+    let at = half.stream.windows(32).position(|w| w == hash).unwrap() + 32;
+    let forged = reheader(&half.stream, len, |h| h[at] = 9);
+    let err = StreamHeader::parse(&forged).unwrap_err();
+    assert!(matches!(&err, Error::Header(m) if m.contains("unknown precision code 9")), "{err}");
+    let mut m = load_base(&half, &FIXTURE_INPUT);
+    assert!(matches!(m.feed(&forged), Err(Error::Header(_))));
+    assert_eq!(m.status().stage, 0, "the base keeps serving");
 }

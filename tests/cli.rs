@@ -288,11 +288,11 @@ fn run_takes_named_typed_inputs_and_writes_every_output_as_npy() {
 fn unsupported_models_get_a_clear_message() {
     let dir = scratch("unsupported");
     let out = dir.join("enc");
-    // fp16 weights
-    let mut fp16 = fixture_model();
-    let w = fp16.graph.as_mut().unwrap().initializer.iter_mut().find(|t| t.name == "W1").unwrap();
-    w.data_type = DataType::Float16 as i32;
-    w.raw_data.truncate(w.raw_data.len() / 2);
+    // float64 weights
+    let mut fp64 = fixture_model();
+    let w = fp64.graph.as_mut().unwrap().initializer.iter_mut().find(|t| t.name == "W1").unwrap();
+    w.data_type = DataType::Double as i32;
+    w.raw_data = w.raw_data.chunks_exact(4).flat_map(|c| (f32::from_le_bytes(c.try_into().unwrap()) as f64).to_le_bytes()).collect();
     // already quantized
     let mut quantized = fixture_model();
     quantized.graph.as_mut().unwrap().node[1].op_type = "QLinearConv".into();
@@ -333,7 +333,7 @@ fn unsupported_models_get_a_clear_message() {
         ..Default::default()
     });
     for (name, m, needle) in [
-        ("fp16", fp16, "\"W1\""),
+        ("fp64", fp64, "weight \"W1\" is DOUBLE: p2u encodes float32, float16 and bfloat16 weights"),
         ("quantized", quantized, "already quantized"),
         ("cast", cast, "weight \"W1_codes\" is INT8 read by Cast node \"Cast_W1_float\": the model is already quantized"),
         ("subgraph", sub, "\"inner_w\""),
@@ -529,4 +529,24 @@ fn labels_and_model_card_reach_the_manifest() {
     let o = p2u(&[&"encode", &model, &"-o", &out, &"--labels", &labels]);
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).contains(&format!("2 labels, but the model's first output has {classes} classes")), "{}", text(&o));
+}
+
+#[test]
+fn verify_proves_a_float16_model_restored_to_its_own_bits() {
+    let dir = scratch("fp16");
+    let half = half_model(&fixture_model(), DataType::Float16);
+    let path = write_model(&dir, "half.onnx", &half);
+    let out = dir.join("enc");
+    let o = p2u(&[&"encode", &path, &"-o", &out, &"--min-elements", &"16"]);
+    assert!(o.status.success() && text(&o).contains("converted the float16/bfloat16 graph to float32"), "{}", text(&o));
+    let o = p2u(&[&"verify", &path, &out]);
+    assert!(o.status.success() && text(&o).contains("of them float16/bfloat16, served as their exact float32 upcasts"), "{}", text(&o));
+    // one half-precision step off in one weight of the original is caught
+    let mut other = half.clone();
+    let w = other.graph.as_mut().unwrap().initializer.iter_mut().find(|t| t.name == "W1").unwrap();
+    w.raw_data[0] ^= 1;
+    let other_path = write_model(&dir, "other.onnx", &other);
+    let o = p2u(&[&"verify", &other_path, &out]);
+    assert!(!o.status.success() && text(&o).contains("tensor \"W1\" differs from the original"), "{}", text(&o));
+    std::fs::remove_dir_all(&dir).ok();
 }

@@ -27,6 +27,11 @@ fn check_with_onnxruntime(name: &str, enc: &p2u::Encoded, shape: &[usize], lo: f
 /// and its first output must match `p2u_output` (see tests/ort_check.py;
 /// `flags` are passed on).
 fn compare_with_onnxruntime(name: &str, model: &[u8], inputs: &[(&str, &Tensor)], p2u_output: &Tensor, flags: &[&str]) {
+    compare_within(name, model, inputs, p2u_output, TOLERANCE, flags)
+}
+
+/// [`compare_with_onnxruntime`] within `tolerance` of the output range.
+fn compare_within(name: &str, model: &[u8], inputs: &[(&str, &Tensor)], p2u_output: &Tensor, tolerance: &str, flags: &[&str]) {
     let dir = std::env::temp_dir().join(format!("p2u-ort-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let f32s = |v: Vec<f32>| v.iter().flat_map(|f| f.to_le_bytes()).collect::<Vec<u8>>();
@@ -44,7 +49,7 @@ fn compare_with_onnxruntime(name: &str, model: &[u8], inputs: &[(&str, &Tensor)]
         .arg(dir.join("base.onnx"))
         .arg(feeds.join(","))
         .arg(dir.join("p2u.f32"))
-        .arg(TOLERANCE)
+        .arg(tolerance)
         .args(flags)
         .output()
         .expect("python3 must be installed (see .ci/run)");
@@ -218,4 +223,47 @@ fn a_text_transformer_with_two_int64_inputs_is_served_and_refined_to_the_exact_m
     let want = p2u::runtime::build_plan(&original, &options).unwrap().run(tensors()).unwrap();
     assert_eq!(output_bits(&last.outputs), output_bits(&want));
     compare_with_onnxruntime("transformer-original", &p2u::onnx::encode_model(&original), &named, &last.outputs[0], &["--plain"]);
+}
+
+#[test]
+fn a_float16_model_is_served_in_float32_and_restored_to_its_half_precision_bits() {
+    use p2u::format::stream::StreamHeader;
+    use p2u::quant::Precision;
+    use tract_onnx::pb::tensor_proto::DataType;
+    let wide = fixture_model();
+    for (half, precision) in [(DataType::Float16, Precision::F16), (DataType::Bfloat16, Precision::Bf16)] {
+        let original = half_model(&wide, half);
+        let enc = encode(&original, "half", &fixture_options());
+        assert!(enc.notes.iter().any(|n| n.contains("converted the float16/bfloat16 graph to float32")), "{:?}", enc.notes);
+        let header = StreamHeader::parse(&enc.stream).unwrap();
+        assert!(header.tensors.iter().all(|t| t.precision == precision), "{half:?}");
+        // one 4-bit refinement, then the exact stage
+        assert_eq!(header.stages.len(), 3);
+        let mut live = load_base(&enc, &FIXTURE_INPUT);
+        live.feed(&enc.stream).unwrap();
+        let x = input(&FIXTURE_INPUT, 4, -1.0, 1.0);
+        let last = live.run(vec![x.clone()]).unwrap();
+        assert!(last.status.exact);
+        // every weight is the original's half-precision value, upcast
+        let g = original.graph.as_ref().unwrap();
+        for name in live.weight_names().map(str::to_owned).collect::<Vec<_>>() {
+            let constant = g.node.iter().filter(|n| n.output[0] == name).find_map(|n| n.attribute[0].t.as_ref());
+            let t = g.initializer.iter().find(|t| t.name == name).or(constant).unwrap();
+            assert_eq!(t.data_type, half as i32);
+            let want: Vec<u32> = p2u::onnx::tensor_f32(t).unwrap().iter().map(|v| v.to_bits()).collect();
+            assert_eq!(live.weight(&name).unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want, "{name}");
+        }
+        // the exact stage costs half-precision bits, not f32 ones
+        let mut as_f32 = original.clone(); // the same values in an f32 model
+        p2u::onnx::widen::widen(&mut as_f32).unwrap();
+        let f32_enc = encode(&as_f32, "wide", &EncodeOptions { half_refine_bits: vec![4], refine_bits: vec![4], ..fixture_options() });
+        let exact = |e: &p2u::Encoded| e.manifest.stages.last().unwrap().bytes;
+        assert_eq!(exact(&f32_enc), exact(&enc), "an f32 model holding half-precision values is coded the same");
+        let f32_model = encode(&wide, "f32", &EncodeOptions { refine_bits: vec![4], ..fixture_options() });
+        assert!(exact(&enc) * 2 < exact(&f32_model), "exact stage {} vs {} bytes for f32 weights", exact(&enc), exact(&f32_model));
+        if half == DataType::Float16 {
+            // onnxruntime computes the fp16 original in fp16: agreement to fp16 rounding
+            compare_within("fp16-original", &p2u::onnx::encode_model(&original), &[("", &x)], &last.outputs[0], "2e-2", &["--plain"]);
+        }
+    }
 }

@@ -25,7 +25,7 @@ use crate::format::stream::{Chunk, Stage, StageKind, StreamHeader, TensorEntry};
 use crate::format::{chunk_digest, hex, payload, sha256, tensor_hash, weights_hash, Hash};
 use crate::onnx::{self, BaseWeight, Weight};
 use crate::quant::gptq::{self, Factor};
-use crate::quant::{self, apply_codes, exact, BaseCode, ErrorStats, Grid, InputStats, StageCodes};
+use crate::quant::{self, apply_codes, exact, BaseCode, ErrorStats, Grid, InputStats, Precision, StageCodes};
 use tract_onnx::pb::ModelProto;
 
 /// Encoder settings. The default is the mixed-precision base under the
@@ -38,6 +38,13 @@ pub struct EncodeOptions {
     pub base_bits: u8,
     /// Code widths of the refinement stages, in order (each 2..=8).
     pub refine_bits: Vec<u8>,
+    /// The refinement stages instead of `refine_bits` when every quantized
+    /// weight is a float16 or bfloat16 value (a half-precision model): its
+    /// exact stage codes among half-precision values, which after one
+    /// 4-bit refinement costs less than a finer refinement would (measured
+    /// on MobileNetV2 in float16: 6.33 MB served with `[4]`, 7.29 MB with
+    /// `[4, 8]`, the fp16 file 6.41 MB with brotli).
+    pub half_refine_bits: Vec<u8>,
     /// Block size along the reduction axis (0 = one scale per output channel).
     pub block: usize,
     /// Float tensors with fewer elements pass through unquantized.
@@ -63,6 +70,7 @@ impl Default for EncodeOptions {
         EncodeOptions {
             base_bits: 4,
             refine_bits: vec![4, 8],
+            half_refine_bits: vec![4],
             block: 0,
             min_elements: 256,
             clipping: Clipping::Auto,
@@ -247,6 +255,7 @@ pub struct Progress<'a> {
 
 struct EncodedTensor {
     grid: Grid,
+    precision: Precision,
     base: StageCodes,
     chunks: Vec<Chunk>,
     hash: Hash,
@@ -277,7 +286,7 @@ impl EncodeOptions {
         if !(2..=8).contains(&self.base_bits) {
             return Err(Error::Invalid(format!("base bits {} (use 2..=8)", self.base_bits)));
         }
-        if let Some(b) = self.refine_bits.iter().find(|b| !(2..=8).contains(*b)) {
+        if let Some(b) = self.refine_bits.iter().chain(&self.half_refine_bits).find(|b| !(2..=8).contains(*b)) {
             return Err(Error::Invalid(format!("refinement stage of {b} bits (use 2..=8)")));
         }
         if let Clipping::Norm(p) = self.clipping {
@@ -285,7 +294,7 @@ impl EncodeOptions {
                 return Err(Error::Invalid(format!("clipping norm {p} (use 2..=8)")));
             }
         }
-        if self.refine_bits.len() > 16 {
+        if self.refine_bits.len().max(self.half_refine_bits.len()) > 16 {
             return Err(Error::Invalid("at most 16 refinement stages".into()));
         }
         if self.calibration.is_none() && self.synthetic.is_none() && self.needs_sensitivity() {
@@ -372,8 +381,9 @@ fn encode_tensor(
         let payload = payload::write_refine(&r.scales, &packed, &r.escapes);
         chunks.push(Chunk { tensor: index, stage: k as u8 + 1, bits, payload });
     }
-    let (bounds, coded) = exact::encode(target, &current, &grid);
-    exact::decode(&mut current, &grid, &bounds, &coded)?;
+    let precision = Precision::of(target);
+    let (bounds, coded) = exact::encode(target, &current, &grid, precision);
+    exact::decode(&mut current, &grid, precision, &bounds, &coded)?;
     if current.iter().zip(target).any(|(a, b)| a.to_bits() != b.to_bits()) {
         return Err(Error::Invalid(format!("tensor {:?}: exact stage failed its self-check", w.name)));
     }
@@ -382,7 +392,7 @@ fn encode_tensor(
     let payload = payload::write_exact(&bounds, &coded);
     chunks.push(Chunk { tensor: index, stage: opts.refine_bits.len() as u8 + 1, bits: 0, payload });
     let sum_sq = target.iter().map(|&v| v as f64 * v as f64).sum();
-    Ok(EncodedTensor { grid, base, chunks, hash: tensor_hash(target), errors, proxy: proxies, sum_sq })
+    Ok(EncodedTensor { grid, precision, base, chunks, hash: tensor_hash(target), errors, proxy: proxies, sum_sq })
 }
 
 /// Encodes `model`. `name` and `original` describe the source file for the
@@ -396,17 +406,26 @@ pub fn encode(
 ) -> Result<Encoded> {
     opts.validate()?;
     let mut notes = vec![];
-    let upgraded;
-    let model = if onnx::opset(model) < onnx::opset::UPGRADED_OPSET {
+    let converted;
+    let model = if onnx::opset(model) < onnx::opset::UPGRADED_OPSET || onnx::widen::has_half(model) {
         let mut m = model.clone();
         let from = onnx::opset::upgrade(&mut m)?;
-        notes.push(format!(
-            "converted the graph from opset {from} to {} (the base is written at opset ≥ {})",
-            onnx::opset::UPGRADED_OPSET,
-            onnx::BASE_OPSET
-        ));
-        upgraded = m;
-        &upgraded
+        if from < onnx::opset::UPGRADED_OPSET {
+            notes.push(format!(
+                "converted the graph from opset {from} to {} (the base is written at opset ≥ {})",
+                onnx::opset::UPGRADED_OPSET,
+                onnx::BASE_OPSET
+            ));
+        }
+        let halves = onnx::widen::widen(&mut m)?;
+        if onnx::widen::has_half(model) {
+            notes.push(format!(
+                "converted the float16/bfloat16 graph to float32: its {halves} half-precision tensors are served as their exact \
+                 float32 upcasts (inputs and outputs become float32), and the exact stage restores their half-precision bits"
+            ));
+        }
+        converted = m;
+        &converted
     } else {
         model
     };
@@ -414,6 +433,18 @@ pub fn encode(
     if weights.is_empty() {
         return Err(Error::Unsupported(format!("no float32 weight with at least {} elements: nothing to encode", opts.min_elements)));
     }
+    let half_stages;
+    let opts = if opts.half_refine_bits != opts.refine_bits && weights.iter().all(|w| Precision::of(&w.values) != Precision::F32) {
+        notes.push(format!(
+            "every weight is a half-precision value: refinement stages {:?} (not {:?}), then the exact stage, which restores \
+             half-precision bits",
+            opts.half_refine_bits, opts.refine_bits
+        ));
+        half_stages = EncodeOptions { refine_bits: opts.half_refine_bits.clone(), ..opts.clone() };
+        &half_stages
+    } else {
+        opts
+    };
     let n = weights.len();
     let grids: Vec<Grid> = weights.iter().map(|w| Grid::choose(&w.dims, w.channel_axis, opts.block)).collect();
     let mut plan = Plan::for_options(opts);
@@ -823,7 +854,13 @@ fn assemble(
         tensors: weights
             .iter()
             .zip(encoded)
-            .map(|(w, e)| TensorEntry { name: w.name.clone(), dims: w.dims.clone(), grid: e.grid, hash: e.hash })
+            .map(|(w, e)| TensorEntry {
+                name: w.name.clone(),
+                dims: w.dims.clone(),
+                grid: e.grid,
+                hash: e.hash,
+                precision: e.precision,
+            })
             .collect(),
         chunk_count: (weights.len() * (stages.len() - 1)) as u32,
         chunk_digests: frames.iter().map(|f| chunk_digest(f)).collect(),
@@ -895,6 +932,7 @@ fn assemble(
                 base_served_bytes: budget::served_bytes(&e.base),
                 error: e.errors.clone(),
                 bytes,
+                precision: (e.precision != Precision::F32).then(|| e.precision.name().to_string()),
             })
             .collect(),
     };

@@ -129,4 +129,8 @@ pub struct TensorInfo {
     pub error: Vec<ErrorStats>,
     /// Stream bytes per stage (index = stage; stage 0 counts codes+scales in the base).
     pub bytes: Vec<u64>,
+    /// `float16` or `bfloat16` for a weight whose values all are exact in
+    /// that format (the exact stage restores those bits); absent for f32.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precision: Option<String>,
 }

@@ -11,7 +11,7 @@
 use super::{sha256, ChunkHasher, Hash};
 use crate::error::{Error, Result};
 use crate::kernels::{packed_len, MAX_BITS};
-use crate::quant::Grid;
+use crate::quant::{Grid, Precision};
 
 /// Magic bytes opening a stream.
 pub const STREAM_MAGIC: [u8; 4] = *b"P2US";
@@ -29,6 +29,10 @@ pub const MAX_HEADER_BYTES: usize = 64 << 20;
 pub const MAX_TENSOR_ELEMENTS: usize = 1 << 31;
 /// Largest tensor rank accepted.
 pub const MAX_RANK: usize = 8;
+/// Header flag: every tensor entry ends with its [`Precision`] code. Set
+/// only when a tensor is not f32, so f32 models' streams stay as they were
+/// (and a reader without the flag refuses, rather than misreads, the rest).
+pub const FLAG_PRECISION: u16 = 1;
 
 /// What a stage does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,6 +91,9 @@ pub struct TensorEntry {
     pub grid: Grid,
     /// SHA-256 of the original f32 values.
     pub hash: Hash,
+    /// The format the original values are exact in (the exact stage codes
+    /// among its values).
+    pub precision: Precision,
 }
 
 /// The stream header.
@@ -122,6 +129,7 @@ pub struct Chunk {
 impl StreamHeader {
     /// Serializes the header (prefix, body, CRC).
     pub fn to_bytes(&self) -> Vec<u8> {
+        let flags = if self.tensors.iter().any(|t| t.precision != Precision::F32) { FLAG_PRECISION } else { 0 };
         let mut b = Vec::new();
         b.extend_from_slice(&self.weights_hash);
         b.extend_from_slice(&self.base_hash);
@@ -142,6 +150,9 @@ impl StreamHeader {
                 b.extend_from_slice(&(v as u32).to_le_bytes());
             }
             b.extend_from_slice(&t.hash);
+            if flags & FLAG_PRECISION != 0 {
+                b.push(t.precision.code());
+            }
         }
         b.extend_from_slice(&self.chunk_count.to_le_bytes());
         for d in &self.chunk_digests {
@@ -150,7 +161,7 @@ impl StreamHeader {
         let mut out = Vec::with_capacity(HEADER_PREFIX + b.len() + 4);
         out.extend_from_slice(&STREAM_MAGIC);
         out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-        out.extend_from_slice(&0u16.to_le_bytes());
+        out.extend_from_slice(&flags.to_le_bytes());
         out.extend_from_slice(&(b.len() as u32).to_le_bytes());
         out.extend_from_slice(&b);
         let crc = crc32fast::hash(&out);
@@ -168,8 +179,8 @@ impl StreamHeader {
             return Err(Error::Header(format!("format version {version}, this build reads version {FORMAT_VERSION}")));
         }
         let flags = u16::from_le_bytes([prefix[6], prefix[7]]);
-        if flags != 0 {
-            return Err(Error::Header(format!("header flags {flags:#06x}: this build knows no flags (must be 0)")));
+        if flags & !FLAG_PRECISION != 0 {
+            return Err(Error::Header(format!("header flags {flags:#06x}: this build knows only {FLAG_PRECISION:#06x} (per-tensor precision)")));
         }
         let len = u32::from_le_bytes(prefix[8..12].try_into().expect("4 bytes")) as usize;
         if len > MAX_HEADER_BYTES {
@@ -185,6 +196,7 @@ impl StreamHeader {
             .and_then(|p| p.try_into().ok())
             .ok_or_else(|| Error::Truncated("stream shorter than its header prefix".into()))?;
         let total = Self::total_len(prefix)?;
+        let flags = u16::from_le_bytes([prefix[6], prefix[7]]);
         if bytes.len() < total {
             return Err(Error::Truncated(format!("header needs {total} bytes, have {}", bytes.len())));
         }
@@ -240,7 +252,13 @@ impl StreamHeader {
                 return Err(Error::Header(format!("tensor {name:?}: shape {dims:?} with grid {grid:?} is invalid")));
             }
             let hash = r.hash()?;
-            tensors.push(TensorEntry { name, dims, grid, hash });
+            let precision = if flags & FLAG_PRECISION != 0 {
+                let code = r.u8()?;
+                Precision::from_code(code).ok_or_else(|| Error::Header(format!("tensor {name:?}: unknown precision code {code}")))?
+            } else {
+                Precision::F32
+            };
+            tensors.push(TensorEntry { name, dims, grid, hash, precision });
         }
         let chunk_count = r.u32()?;
         if chunk_count as usize != n_tensors * (n_stages - 1) {

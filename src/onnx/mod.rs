@@ -21,6 +21,7 @@ use crate::error::{Error, Result};
 use crate::quant::{apply_codes, DequantizeLayout, Grid, StageCodes};
 
 pub mod opset;
+pub mod widen;
 mod shapes;
 mod validate;
 pub use shapes::check_shapes;
@@ -150,8 +151,12 @@ pub fn dims_of(t: &TensorProto) -> Result<Vec<usize>> {
     t.dims.iter().map(|&d| usize::try_from(d).map_err(|_| Error::Onnx(format!("tensor {:?} has dimension {d}", t.name)))).collect()
 }
 
-/// The f32 values of a FLOAT tensor (raw or `float_data`).
+/// The f32 values of a FLOAT tensor (raw or `float_data`), or the exact
+/// f32 upcasts of a FLOAT16/BFLOAT16 one.
 pub fn tensor_f32(t: &TensorProto) -> Result<Vec<f32>> {
+    if [DataType::Float16 as i32, DataType::Bfloat16 as i32].contains(&t.data_type) {
+        return widen::half_values(t);
+    }
     if t.data_type != DataType::Float as i32 {
         return Err(Error::Onnx(format!("tensor {:?} is not FLOAT", t.name)));
     }
@@ -254,6 +259,7 @@ pub fn extract_weights(model: &ModelProto, min_elements: usize) -> Result<Vec<We
             }
         }
     }
+    // half precision is widened by the encoder first (see `widen`)
     let low_precision = |t: &TensorProto| {
         [DataType::Float16 as i32, DataType::Bfloat16 as i32, DataType::Double as i32].contains(&t.data_type)
             && element_count(t) >= min_elements
@@ -261,7 +267,7 @@ pub fn extract_weights(model: &ModelProto, min_elements: usize) -> Result<Vec<We
     let tensors = constant_tensors(g);
     if let Some((name, t)) = tensors.iter().find(|(_, t)| low_precision(t)) {
         return Err(Error::Unsupported(format!(
-            "weight {name:?} is {:?}: p2u encodes fp32 models; convert the model to float32 first",
+            "weight {name:?} is {}: p2u encodes float32, float16 and bfloat16 weights; convert the model to float32 first",
             DataType::try_from(t.data_type).map(|d| d.as_str_name()).unwrap_or("?")
         )));
     }

@@ -15,6 +15,7 @@ pub mod gptq;
 pub mod grid;
 
 pub use gptq::InputStats;
+pub use exact::Precision;
 pub use grid::{DequantizeLayout, Grid, Run};
 
 use crate::kernels::{self, Scales};

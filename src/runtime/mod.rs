@@ -361,7 +361,7 @@ impl ProgressiveModel {
             StageKind::Exact => {
                 let e = payload::read_exact(&chunk.payload, &grid).map_err(bad)?;
                 let coded_from = chunk.payload.len() - e.coded.len();
-                let decoding = exact::Decoding::new(e.coded, &e.bounds).map_err(bad)?;
+                let decoding = exact::Decoding::new(e.coded, &e.bounds, entry.precision).map_err(bad)?;
                 Ok(Some(ExactJob {
                     slot,
                     grid,

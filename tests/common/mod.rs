@@ -182,6 +182,35 @@ pub fn text_fixture() -> ModelProto {
     model("text", nodes, initializer, vec![int_input("ids"), int_input("mask")], vec![value_info("y", &[1, 4])])
 }
 
+/// `model` in half precision, as fp16 exporters write it: every FLOAT
+/// initializer, `Constant` value and declared type becomes `half` (FLOAT16 or BFLOAT16),
+/// values rounded to nearest.
+pub fn half_model(model: &ModelProto, half: DataType) -> ModelProto {
+    let mut m = model.clone();
+    let g = m.graph.as_mut().unwrap();
+    let constants = g.node.iter_mut().flat_map(|n| &mut n.attribute).filter_map(|a| a.t.as_mut());
+    for t in g.initializer.iter_mut().chain(constants) {
+        if t.data_type == DataType::Float as i32 {
+            let bits: Vec<u16> = p2u::onnx::tensor_f32(t)
+                .unwrap()
+                .into_iter()
+                .map(|v| if half == DataType::Float16 { half::f16::from_f32(v).to_bits() } else { half::bf16::from_f32(v).to_bits() })
+                .collect();
+            t.data_type = half as i32;
+            t.float_data.clear();
+            t.raw_data = bits.iter().flat_map(|b| b.to_le_bytes()).collect();
+        }
+    }
+    for v in g.input.iter_mut().chain(&mut g.output).chain(&mut g.value_info) {
+        if let Some(tract_onnx::pb::type_proto::Value::TensorType(t)) = v.r#type.as_mut().and_then(|t| t.value.as_mut()) {
+            if t.elem_type == DataType::Float as i32 {
+                t.elem_type = half as i32;
+            }
+        }
+    }
+    m
+}
+
 /// Encodes a model held in memory.
 pub fn encode(model: &ModelProto, name: &str, opts: &EncodeOptions) -> Encoded {
     let bytes = p2u::onnx::encode_model(model);

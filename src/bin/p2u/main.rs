@@ -270,6 +270,7 @@ pub fn encode_options(f: &EncodeFlags, model: Option<&tract_onnx::pb::ModelProto
     }
     if let Some(stages) = &f.stages {
         o.refine_bits = stages.clone();
+        o.half_refine_bits = stages.clone();
     }
     o.block = f.block.unwrap_or(o.block);
     o.min_elements = f.min_elements.unwrap_or(o.min_elements);
@@ -547,7 +548,7 @@ fn print_stages(m: &Manifest) {
         "bits",
         "bytes",
         "cumulative",
-        "of fp32",
+        "of orig.",
         "weight rmse",
         "rel err"
     );
@@ -813,9 +814,12 @@ fn verify(model_path: &Path, dir: &Path, json: bool) -> Result<()> {
     let rebuilt = rebuilt.graph.as_ref().ok_or_else(|| Error::Onnx("rebuilt model has no graph".into()))?;
     let rebuilt: std::collections::HashMap<String, &tract_onnx::pb::TensorProto> = onnx::constant_tensors(rebuilt).into_iter().collect();
     let g = original.graph.as_ref().ok_or_else(|| Error::Onnx("model has no graph".into()))?;
-    let float = tract_onnx::pb::tensor_proto::DataType::Float as i32;
-    let mut checked = 0;
-    for (name, t) in onnx::constant_tensors(g).into_iter().filter(|(_, t)| t.data_type == float) {
+    use tract_onnx::pb::tensor_proto::DataType;
+    let floats = [DataType::Float as i32, DataType::Float16 as i32, DataType::Bfloat16 as i32];
+    let (mut checked, mut halves) = (0, 0);
+    for (name, t) in onnx::constant_tensors(g).into_iter().filter(|(_, t)| floats.contains(&t.data_type)) {
+        // a half-precision original's values as their f32 upcasts: one-to-one, so equal upcasts are equal bits
+        halves += (t.data_type != floats[0]) as usize;
         let want = onnx::tensor_f32(t)?;
         let got = rebuilt.get(&name).ok_or_else(|| Error::Mismatch(format!("tensor {name:?} is missing")))?;
         let got = onnx::tensor_f32(got)?;
@@ -826,9 +830,10 @@ fn verify(model_path: &Path, dir: &Path, json: bool) -> Result<()> {
     }
     let quantized = model.weight_names().count();
     if json {
-        say_json(&serde_json::json!({ "ok": true, "float_tensors": checked, "quantized": quantized, "stages": status.stages }));
+        say_json(&serde_json::json!({ "ok": true, "float_tensors": checked, "half_tensors": halves, "quantized": quantized, "stages": status.stages }));
         return Ok(());
     }
-    say!("OK: all {checked} float tensors bit-identical to the original ({quantized} quantized, refined through {} stages)", status.stages);
+    let halves = if halves > 0 { format!("; {halves} of them float16/bfloat16, served as their exact float32 upcasts") } else { String::new() };
+    say!("OK: all {checked} float tensors bit-identical to the original ({quantized} quantized, refined through {} stages{halves})", status.stages);
     Ok(())
 }
