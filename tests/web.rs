@@ -115,3 +115,23 @@ fn a_text_transformer_takes_int64_feeds_and_ends_bit_exact_in_wasm() {
     let err = m.run_tensors(floats, types(), &dims, &[2, 2]).err().unwrap();
     assert_eq!(error_kind(&err).1, "invalid");
 }
+
+/// A float16 model in wasm: served in f32, its exact stage decoded among
+/// float16 values, every weight back to the original's bits.
+#[wasm_bindgen_test]
+fn a_float16_model_ends_on_its_own_bits_in_wasm() {
+    let original = half_model(&fixture_model(), tract_onnx::pb::tensor_proto::DataType::Float16);
+    let enc = encode(&original, "half", &fixture_options());
+    let mut m = load_base(&enc, &FIXTURE_INPUT);
+    for piece in enc.stream.chunks(4096) {
+        m.push(piece).unwrap();
+        while m.step(256).unwrap() {}
+    }
+    m.finish_stream().unwrap();
+    assert!(m.status().exact);
+    let g = original.graph.as_ref().unwrap();
+    for t in g.initializer.iter().filter(|t| m.weight(&t.name).is_some()) {
+        let want: Vec<u32> = p2u::onnx::tensor_f32(t).unwrap().iter().map(|v| v.to_bits()).collect();
+        assert!(m.weight(&t.name).unwrap().iter().map(|v| v.to_bits()).eq(want), "{}", t.name);
+    }
+}
