@@ -550,3 +550,26 @@ fn verify_proves_a_float16_model_restored_to_its_own_bits() {
     assert!(!o.status.success() && text(&o).contains("tensor \"W1\" differs from the original"), "{}", text(&o));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn verify_covers_weights_lifted_out_of_subgraphs() {
+    let dir = scratch("subgraph-verify");
+    let m = branching_model();
+    let path = write_model(&dir, "branching.onnx", &m);
+    let out = dir.join("enc");
+    let o = p2u(&[&"encode", &path, &"-o", &out, &"--min-elements", &"16"]);
+    assert!(o.status.success() && text(&o).contains("lifted 2 weights out of the subgraphs of \"branch\""), "{}", text(&o));
+    let o = p2u(&[&"verify", &path, &out, &"--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!((j["float_tensors"].as_u64(), j["quantized"].as_u64()), (Some(3), Some(3)), "{j}");
+    // a change to a weight inside a branch is caught
+    let mut other = m.clone();
+    let g = other.graph.as_mut().unwrap();
+    let then = g.node[0].attribute[0].g.as_mut().unwrap();
+    then.initializer[0].raw_data[5] ^= 1;
+    let other_path = write_model(&dir, "other.onnx", &other);
+    let o = p2u(&[&"verify", &other_path, &out]);
+    assert!(!o.status.success() && text(&o).contains("tensor \"Wt\" differs from the original"), "{}", text(&o));
+    std::fs::remove_dir_all(&dir).ok();
+}

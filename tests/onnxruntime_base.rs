@@ -267,3 +267,59 @@ fn a_float16_model_is_served_in_float32_and_restored_to_its_half_precision_bits(
         }
     }
 }
+
+#[test]
+fn weights_inside_if_branches_are_lifted_quantized_and_refined_to_the_exact_model() {
+    let original = branching_model();
+    let enc = encode(&original, "branching", &fixture_options());
+    assert!(enc.notes.iter().any(|n| n.contains("lifted 2 weights out of the subgraphs of \"branch\"")), "{:?}", enc.notes);
+    let quantized: Vec<&str> = enc.manifest.tensors.iter().map(|t| t.name.as_str()).collect();
+    assert!(quantized.contains(&"Wt") && quantized.contains(&"We"), "{quantized:?}");
+    let x = input(&[1, 16], 2, -1.0, 1.0);
+    let feeds = |c: bool| vec![x.clone(), Tensor::from(c)];
+    let options = p2u::RuntimeOptions::default();
+    let reference = p2u::runtime::build_plan(&original, &options).unwrap();
+    let mut live = p2u::ProgressiveModel::from_base(&enc.base, options).unwrap();
+    let stage0 = live.run(feeds(true)).unwrap();
+    assert_eq!(stage0.status.stage, 0);
+    // onnxruntime runs the base (its If reads the lifted, dequantized weight from the main graph)
+    let cond = Tensor::from(true);
+    compare_with_onnxruntime("if-base", &enc.base, &[("x", &x), ("cond", &cond)], &stage0.outputs[0], &[]);
+    live.feed(&enc.stream).unwrap();
+    for c in [true, false] {
+        let got = live.run(feeds(c)).unwrap();
+        assert!(got.status.exact);
+        assert_eq!(output_bits(&got.outputs), output_bits(&reference.run(feeds(c)).unwrap()), "cond {c}");
+    }
+    assert_ne!(output_bits(&stage0.outputs), output_bits(&reference.run(feeds(true)).unwrap()));
+}
+
+#[test]
+fn weights_in_a_subgraph_tract_cannot_run_are_refused_before_any_work() {
+    use p2u::onnx::{f32_tensor, value_info};
+    use tract_onnx::pb::{attribute_proto::AttributeType, tensor_proto::DataType, AttributeProto, GraphProto};
+    // a Loop (tract has no Loop) whose body multiplies by a weight
+    let body = GraphProto {
+        name: "body".into(),
+        initializer: vec![f32_tensor("Wl", &[8, 8], &[0.1; 64])],
+        node: vec![node("Identity", &["cond_in"], "cond_out", vec![]), node("MatMul", &["v_in", "Wl"], "v_out", vec![])],
+        input: vec![value_info("i", DataType::Int64, &[]), value_info("cond_in", DataType::Bool, &[]), value_info("v_in", DataType::Float, &[1, 8])],
+        output: vec![value_info("cond_out", DataType::Bool, &[]), value_info("v_out", DataType::Float, &[1, 8])],
+        ..Default::default()
+    };
+    let mut lp = node("Loop", &["n", "", "v"], "out", vec![AttributeProto { name: "body".into(), r#type: AttributeType::Graph as i32, g: Some(body), ..Default::default() }]);
+    lp.name = "repeat".into();
+    let looping = model(
+        "looping",
+        vec![lp],
+        vec![p2u::onnx::int64_tensor("n", &[], &[3])],
+        vec![value_info("v", DataType::Float, &[1, 8])],
+        vec![value_info("out", DataType::Float, &[1, 8])],
+    );
+    let e = p2u::encode(&looping, "looping", file_info("looping", &[]), &fixture_options(), &mut |_| panic!("no work before the refusal"))
+        .err()
+        .unwrap();
+    let text = e.to_string();
+    assert!(matches!(e, p2u::Error::Unsupported(_)), "{text}");
+    assert!(text.contains("1 weights (\"Wl\") live inside the subgraphs of \"repeat\", and tract cannot run this graph"), "{text}");
+}

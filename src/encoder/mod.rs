@@ -395,6 +395,61 @@ fn encode_tensor(
     Ok(EncodedTensor { grid, precision, base, chunks, hash: tensor_hash(target), errors, proxy: proxies, sum_sq })
 }
 
+/// The model in the form the encoder works on, if it needs converting
+/// (`None`: as it is): an opset older than 13 converted, a half-precision
+/// graph widened to float32, weights in subgraphs lifted into the main
+/// graph — each said in a note. Refuses, before any work, what it cannot
+/// convert, and subgraph weights of a graph tract cannot run.
+fn prepare(model: &ModelProto, opts: &EncodeOptions, notes: &mut Vec<String>) -> Result<Option<ModelProto>> {
+    let old = onnx::opset(model) < onnx::opset::UPGRADED_OPSET;
+    let half = onnx::widen::has_half(model);
+    if !(old || half || onnx::subgraph::has_subgraphs(model)) {
+        return Ok(None);
+    }
+    let mut m = model.clone();
+    let from = onnx::opset::upgrade(&mut m)?;
+    if old {
+        notes.push(format!(
+            "converted the graph from opset {from} to {} (the base is written at opset ≥ {})",
+            onnx::opset::UPGRADED_OPSET,
+            onnx::BASE_OPSET
+        ));
+    }
+    let halves = onnx::widen::widen(&mut m)?;
+    if half {
+        notes.push(format!(
+            "converted the float16/bfloat16 graph to float32: its {halves} half-precision tensors are served as their exact \
+             float32 upcasts (inputs and outputs become float32), and the exact stage restores their half-precision bits"
+        ));
+    }
+    let hoisted = onnx::subgraph::hoist_weights(&mut m, opts.min_elements)?;
+    if !hoisted.is_empty() {
+        let mut owners: Vec<&str> = hoisted.iter().map(|h| h.owner.as_str()).collect();
+        owners.dedup();
+        let owners = owners.iter().map(|o| format!("{o:?}")).collect::<Vec<_>>().join(", ");
+        let mut names = hoisted.iter().take(3).map(|h| format!("{:?}", h.name)).collect::<Vec<_>>().join(", ");
+        if hoisted.len() > 3 {
+            names.push_str(", …");
+        }
+        // the base must run where p2u serves it: in tract (at the shapes given for the synthetic inputs, if any)
+        let inputs = onnx::declared_inputs(&m)?;
+        let given = opts.synthetic.as_ref().map_or(&[][..], |s| s.shapes.as_slice());
+        let shape_of = |name: &str| {
+            given.iter().find(|(n, _)| n.as_deref() == Some(name) || (n.is_none() && inputs.len() == 1)).map(|(_, d)| d.clone())
+        };
+        let input_shapes = inputs.iter().map(|i| shape_of(&i.name)).collect::<Option<Vec<_>>>().unwrap_or_default();
+        crate::runtime::build_plan(&m, &crate::RuntimeOptions { input_shapes, ..Default::default() }).map_err(|e| {
+            Error::Unsupported(format!(
+                "{} weights ({names}) live inside the subgraphs of {owners}, and tract cannot run this graph (at the \
+                 declared input shapes, or those of --input-shape), so p2u writes no base that only other engines could run: {e}",
+                hoisted.len()
+            ))
+        })?;
+        notes.push(format!("lifted {} weights out of the subgraphs of {owners} into the main graph", hoisted.len()));
+    }
+    Ok(Some(m))
+}
+
 /// Encodes `model`. `name` and `original` describe the source file for the
 /// manifest; `progress` is called as each phase advances.
 pub fn encode(
@@ -406,29 +461,8 @@ pub fn encode(
 ) -> Result<Encoded> {
     opts.validate()?;
     let mut notes = vec![];
-    let converted;
-    let model = if onnx::opset(model) < onnx::opset::UPGRADED_OPSET || onnx::widen::has_half(model) {
-        let mut m = model.clone();
-        let from = onnx::opset::upgrade(&mut m)?;
-        if from < onnx::opset::UPGRADED_OPSET {
-            notes.push(format!(
-                "converted the graph from opset {from} to {} (the base is written at opset ≥ {})",
-                onnx::opset::UPGRADED_OPSET,
-                onnx::BASE_OPSET
-            ));
-        }
-        let halves = onnx::widen::widen(&mut m)?;
-        if onnx::widen::has_half(model) {
-            notes.push(format!(
-                "converted the float16/bfloat16 graph to float32: its {halves} half-precision tensors are served as their exact \
-                 float32 upcasts (inputs and outputs become float32), and the exact stage restores their half-precision bits"
-            ));
-        }
-        converted = m;
-        &converted
-    } else {
-        model
-    };
+    let converted = prepare(model, opts, &mut notes)?;
+    let model = converted.as_ref().unwrap_or(model);
     let weights = onnx::extract_weights(model, opts.min_elements)?;
     if weights.is_empty() {
         return Err(Error::Unsupported(format!("no float32 weight with at least {} elements: nothing to encode", opts.min_elements)));

@@ -21,6 +21,7 @@ use crate::error::{Error, Result};
 use crate::quant::{apply_codes, DequantizeLayout, Grid, StageCodes};
 
 pub mod opset;
+pub mod subgraph;
 pub mod widen;
 mod shapes;
 mod validate;
@@ -313,6 +314,18 @@ pub fn constant_tensors(g: &pb::GraphProto) -> Vec<(String, &TensorProto)> {
         Some((n.output.first()?.clone(), t))
     });
     g.initializer.iter().map(|t| (t.name.clone(), t)).chain(consts).collect()
+}
+
+/// [`constant_tensors`] of `g` and of every subgraph in it, at any depth
+/// (a name may repeat across sibling subgraphs).
+pub fn all_constant_tensors(g: &pb::GraphProto) -> Vec<(String, &TensorProto)> {
+    let mut out = constant_tensors(g);
+    for a in g.node.iter().flat_map(|n| &n.attribute) {
+        for sub in a.g.iter().chain(&a.graphs) {
+            out.extend(all_constant_tensors(sub));
+        }
+    }
+    out
 }
 
 fn check_subgraph(g: &pb::GraphProto, owner: &str, min_elements: usize) -> Result<()> {

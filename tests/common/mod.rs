@@ -211,6 +211,39 @@ pub fn half_model(model: &ModelProto, half: DataType) -> ModelProto {
     m
 }
 
+/// `If(cond)`: `relu(x · Wt)` (an initializer of the then-branch) or
+/// `x · We` (a `Constant` of the else-branch), then `· C` in the main graph.
+pub fn branching_model() -> tract_onnx::pb::ModelProto {
+    use p2u::onnx::{f32_tensor, value_info};
+    use tract_onnx::pb::{attribute_proto::AttributeType, tensor_proto::DataType, AttributeProto, GraphProto};
+    let mut r = Rng(9);
+    let mut weights = |name: &str, dims: &[usize]| f32_tensor(name, dims, &(0..dims.iter().product()).map(|_| r.gauss(0.3)).collect::<Vec<_>>());
+    let then_branch = GraphProto {
+        name: "then".into(),
+        initializer: vec![weights("Wt", &[16, 32])],
+        node: vec![node("MatMul", &["x", "Wt"], "t_mm", vec![]), node("Relu", &["t_mm"], "y_then", vec![])],
+        output: vec![value_info("y_then", DataType::Float, &[1, 32])],
+        ..Default::default()
+    };
+    let constant = AttributeProto { name: "value".into(), r#type: AttributeType::Tensor as i32, t: Some(weights("", &[16, 32])), ..Default::default() };
+    let else_branch = GraphProto {
+        name: "else".into(),
+        node: vec![node("Constant", &[], "We", vec![constant]), node("MatMul", &["x", "We"], "y_else", vec![])],
+        output: vec![value_info("y_else", DataType::Float, &[1, 32])],
+        ..Default::default()
+    };
+    let branch = |name: &str, g: GraphProto| AttributeProto { name: name.into(), r#type: AttributeType::Graph as i32, g: Some(g), ..Default::default() };
+    let mut choose = node("If", &["cond"], "y", vec![branch("then_branch", then_branch), branch("else_branch", else_branch)]);
+    choose.name = "branch".into();
+    model(
+        "branching",
+        vec![choose, node("MatMul", &["y", "C"], "out", vec![])],
+        vec![weights("C", &[32, 4])],
+        vec![value_info("x", DataType::Float, &[1, 16]), value_info("cond", DataType::Bool, &[])],
+        vec![value_info("out", DataType::Float, &[1, 4])],
+    )
+}
+
 /// Encodes a model held in memory.
 pub fn encode(model: &ModelProto, name: &str, opts: &EncodeOptions) -> Encoded {
     let bytes = p2u::onnx::encode_model(model);
@@ -301,7 +334,7 @@ pub fn npy(descr: &str, shape: &str, values: &[f32]) -> Vec<u8> {
     npy_bytes(descr, shape, &values.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>())
 }
 
-/// A float32 or int64 tensor as a NumPy `.npy` file.
+/// A float32, int64 or bool tensor as a NumPy `.npy` file.
 pub fn tensor_npy(t: &Tensor) -> Vec<u8> {
     let shape = match t.shape() {
         [n] => format!("({n},)"),
@@ -311,6 +344,10 @@ pub fn tensor_npy(t: &Tensor) -> Vec<u8> {
         tract_onnx::prelude::DatumType::I64 => {
             let v = t.to_plain_array_view::<i64>().unwrap();
             npy_bytes("<i8", &shape, &v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>())
+        }
+        tract_onnx::prelude::DatumType::Bool => {
+            let v = t.to_plain_array_view::<bool>().unwrap();
+            npy_bytes("|b1", &shape, &v.iter().map(|&b| b as u8).collect::<Vec<u8>>())
         }
         _ => npy("<f4", &shape, &values(t)),
     }

@@ -812,21 +812,30 @@ fn verify(model_path: &Path, dir: &Path, json: bool) -> Result<()> {
     // must come out of the final model with the same bits
     let rebuilt = model.current_model();
     let rebuilt = rebuilt.graph.as_ref().ok_or_else(|| Error::Onnx("rebuilt model has no graph".into()))?;
-    let rebuilt: std::collections::HashMap<String, &tract_onnx::pb::TensorProto> = onnx::constant_tensors(rebuilt).into_iter().collect();
     let g = original.graph.as_ref().ok_or_else(|| Error::Onnx("model has no graph".into()))?;
     use tract_onnx::pb::tensor_proto::DataType;
     let floats = [DataType::Float as i32, DataType::Float16 as i32, DataType::Bfloat16 as i32];
-    let (mut checked, mut halves) = (0, 0);
-    for (name, t) in onnx::constant_tensors(g).into_iter().filter(|(_, t)| floats.contains(&t.data_type)) {
-        // a half-precision original's values as their f32 upcasts: one-to-one, so equal upcasts are equal bits
-        halves += (t.data_type != floats[0]) as usize;
-        let want = onnx::tensor_f32(t)?;
-        let got = rebuilt.get(&name).ok_or_else(|| Error::Mismatch(format!("tensor {name:?} is missing")))?;
-        let got = onnx::tensor_f32(got)?;
-        if got.len() != want.len() || got.iter().zip(&want).any(|(a, b)| a.to_bits() != b.to_bits()) {
-            return Err(Error::Mismatch(format!("tensor {name:?} differs from the original")));
+    // by name, the bits of every float constant, subgraphs included (the
+    // encoder lifts subgraph weights into the main graph; a name may repeat
+    // across sibling subgraphs, so each name holds a sorted list)
+    let by_name = |g| -> Result<std::collections::HashMap<String, Vec<Vec<u32>>>> {
+        let mut m: std::collections::HashMap<String, Vec<Vec<u32>>> = std::collections::HashMap::new();
+        for (name, t) in onnx::all_constant_tensors(g).into_iter().filter(|(_, t)| floats.contains(&t.data_type)) {
+            // half precision as its f32 upcasts: one-to-one, so equal upcasts are equal bits
+            m.entry(name).or_default().push(onnx::tensor_f32(t)?.iter().map(|v| v.to_bits()).collect());
         }
-        checked += 1;
+        m.values_mut().for_each(|v| v.sort());
+        Ok(m)
+    };
+    let (want, got) = (by_name(g)?, by_name(rebuilt)?);
+    let halves = onnx::all_constant_tensors(g).iter().filter(|(_, t)| floats[1..].contains(&t.data_type)).count();
+    let mut checked = 0;
+    for (name, values) in &want {
+        match got.get(name) {
+            None => return Err(Error::Mismatch(format!("tensor {name:?} is missing"))),
+            Some(v) if v != values => return Err(Error::Mismatch(format!("tensor {name:?} differs from the original"))),
+            Some(_) => checked += values.len(),
+        }
     }
     let quantized = model.weight_names().count();
     if json {
