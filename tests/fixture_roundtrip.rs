@@ -189,3 +189,38 @@ fn short_steps_serve_the_last_stage_and_end_bit_exact() {
     assert_eq!(m.stream_received(), enc.stream.len() as u64);
     assert_eq!(output_bits(&got.outputs), want);
 }
+
+/// An STFT-like basis (cosines of a 64-point circle: 64 distinct values)
+/// feeding a random layer: the basis costs less sent whole than in stages.
+#[test]
+fn a_weight_of_few_distinct_values_is_sent_whole_and_the_rest_progressively() {
+    use tract_onnx::pb::tensor_proto::DataType;
+    let (n, bins) = (256usize, 258usize);
+    let basis: Vec<f32> = (0..n * bins).map(|i| ((2.0 * std::f64::consts::PI * ((i / bins) * (i % bins) % 64) as f64 / 64.0).cos()) as f32).collect();
+    let mut r = Rng(3);
+    let w: Vec<f32> = (0..bins * 64).map(|_| r.gauss(0.1)).collect();
+    let m = model(
+        "stft",
+        vec![node("MatMul", &["x", "B"], "spectrum", vec![]), node("MatMul", &["spectrum", "W"], "y", vec![])],
+        vec![p2u::onnx::f32_tensor("B", &[n, bins], &basis), p2u::onnx::f32_tensor("W", &[bins, 64], &w)],
+        vec![p2u::onnx::value_info("x", DataType::Float, &[1, n])],
+        vec![p2u::onnx::value_info("y", DataType::Float, &[1, 64])],
+    );
+    let enc = encode(&m, "stft", &fixture_options());
+    assert!(enc.notes.iter().any(|n| n.starts_with("1 weights (\"B\") are sent whole, in the base")), "{:?}", enc.notes);
+    assert_eq!(enc.manifest.exact_in_base, ["B"]);
+    assert_eq!(enc.manifest.tensors.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["W"]);
+    // the base holds the basis exactly; the stream ends on the original
+    let x = input(&[1, n], 8, -1.0, 1.0);
+    let mut live = load_base(&enc, &[1, n]);
+    live.feed(&enc.stream).unwrap();
+    let last = live.run(vec![x.clone()]).unwrap();
+    assert!(last.status.exact);
+    assert_eq!(output_bits(&last.outputs), output_bits(&reference_outputs(&m, &[1, n], &x)));
+    // served (the base with brotli, as a server sends it), all of it costs under
+    // 60% of the raw weights; in stages the basis alone would cost about its raw size
+    let mut served = vec![];
+    brotli::BrotliCompress(&mut enc.base.as_slice(), &mut served, &brotli::enc::BrotliEncoderParams::default()).unwrap();
+    let raw = 4 * (basis.len() + w.len());
+    assert!(((served.len() + enc.stream.len()) as f64) < 0.6 * raw as f64, "{} + {} of {raw}", served.len(), enc.stream.len());
+}

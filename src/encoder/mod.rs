@@ -594,7 +594,7 @@ pub fn encode(
         }
         _ => vec![Some(0); n],
     };
-    let exact_in_base: Vec<String> = (0..n).filter(|&t| chosen[t].is_none()).map(|t| weights[t].name.clone()).collect();
+    let mut chosen = chosen;
     let kept: Vec<usize> = (0..n).filter(|&t| chosen[t].is_some()).collect();
     let mut bases: Vec<Option<BaseCandidate>> = candidates.iter_mut().zip(&chosen).map(|(c, i)| i.map(|i| c.swap_remove(i))).collect();
     drop(candidates);
@@ -610,6 +610,30 @@ pub fn encode(
         },
         &mut |k, done| progress(Progress { phase: Phase::Encoding, done, total: kept.len(), tensor: &weights[kept[k]].name }),
     )?;
+    // a tensor whose progression costs more than sending it whole adds to the base goes whole
+    let whole: Vec<bool> = crate::parallel::map(kept.len(), |k| Ok(cheaper_whole(&weights[kept[k]], &encoded[k])), &mut |_, _| {})?;
+    let (mut kept, mut encoded) = (kept, encoded);
+    if whole.iter().any(|&w| w) && !whole.iter().all(|&w| w) {
+        let moved: Vec<usize> = kept.iter().zip(&whole).filter(|(_, &w)| w).map(|(&t, _)| t).collect();
+        let mut names = moved.iter().take(3).map(|&t| format!("{:?}", weights[t].name)).collect::<Vec<_>>().join(", ");
+        if moved.len() > 3 {
+            names.push_str(", …");
+        }
+        notes.push(format!(
+            "{} weights ({names}) are sent whole, in the base (past its budget if it had one): their stages would cost \
+             more bytes than that adds to it",
+            moved.len()
+        ));
+        for &t in &moved {
+            chosen[t] = None;
+        }
+        let rest: Vec<(usize, EncodedTensor)> = kept.into_iter().zip(encoded).zip(&whole).filter(|(_, &w)| !w).map(|(p, _)| p).collect();
+        (kept, encoded) = rest.into_iter().unzip();
+        for (k, e) in encoded.iter_mut().enumerate() {
+            e.chunks.iter_mut().for_each(|c| c.tensor = k as u32);
+        }
+    }
+    let exact_in_base: Vec<String> = (0..n).filter(|&t| chosen[t].is_none()).map(|t| weights[t].name.clone()).collect();
     let order = match plan.order {
         ChunkOrder::Layer => order::layer_order(&encoded.iter().map(|e| e.chunks.len()).collect::<Vec<_>>()),
         ChunkOrder::Rate => order::rate_order(
@@ -636,6 +660,35 @@ pub fn encode(
     out.manifest.exact_in_base = exact_in_base;
     out.notes = notes;
     Ok(out)
+}
+
+/// Least saving, in bytes, for which a weight is sent whole.
+pub const WHOLE_MIN_SAVING: u64 = 4096;
+
+/// Whether `w` costs fewer bytes sent whole in the base than progressively,
+/// by at least what that adds to the base and at least
+/// [`WHOLE_MIN_SAVING`]: its f32 values as a server sends them (brotli,
+/// measured at a quick quality, which only overstates them) against its
+/// base codes as served plus every stream chunk. The preview grows only
+/// where the model as a whole arrives sooner by more: a tensor of few
+/// distinct values, such as an STFT basis (the base then exceeds its
+/// budget by the difference, and a note says so).
+fn cheaper_whole(w: &Weight, e: &EncodedTensor) -> bool {
+    let base = budget::served_bytes(&e.base);
+    let progressive = base + e.chunks.iter().map(|c| c.frame_len() as u64).sum::<u64>();
+    let whole = whole_bytes(&w.values);
+    whole < progressive && progressive - whole >= whole.saturating_sub(base).max(WHOLE_MIN_SAVING)
+}
+
+/// Brotli-compressed size of `values` as little-endian f32 (quality 5).
+fn whole_bytes(values: &[f32]) -> u64 {
+    let raw: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let params = brotli::enc::BrotliEncoderParams { quality: 5, lgwin: 22, ..Default::default() };
+    let mut out = Vec::new();
+    match brotli::BrotliCompress(&mut raw.as_slice(), &mut out, &params) {
+        Ok(_) => out.len() as u64,
+        Err(_) => raw.len() as u64,
+    }
 }
 
 /// What the encode does once the options met the model: measured or not,

@@ -352,17 +352,28 @@ pub fn apply_escapes(weights: &mut [f32], grid: &Grid, escapes: &[(u32, i32)], s
     }
 }
 
-/// Error statistics of an approximation against the target.
+/// Error statistics of an approximation against the target. In a manifest
+/// the floats are written to 4 significant digits: they describe, nothing
+/// is computed from them, and their full digits would be most of a small
+/// model's manifest bytes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ErrorStats {
     /// Root-mean-square error.
+    #[serde(serialize_with = "four_digits")]
     pub rmse: f64,
     /// Largest absolute error.
+    #[serde(serialize_with = "four_digits")]
     pub max_abs: f64,
     /// RMSE relative to the target's RMS (0 = exact).
+    #[serde(serialize_with = "four_digits")]
     pub relative: f64,
     /// Elements whose f32 bits differ from the target.
     pub mismatched: u64,
+}
+
+/// `x` rounded to 4 significant digits.
+fn four_digits<S: serde::Serializer>(x: &f64, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_f64(format!("{x:.3e}").parse().unwrap_or(*x))
 }
 
 /// Compares `approx` with `target`.
