@@ -292,6 +292,15 @@ fn weights_inside_if_branches_are_lifted_quantized_and_refined_to_the_exact_mode
         assert_eq!(output_bits(&got.outputs), output_bits(&reference.run(feeds(c)).unwrap()), "cond {c}");
     }
     assert_ne!(output_bits(&stage0.outputs), output_bits(&reference.run(feeds(true)).unwrap()));
+    // at batch 3 the branches' declared output shapes ([1, 32]) no longer hold: dropped there too
+    let at3 = p2u::RuntimeOptions { input_shapes: vec![vec![3, 16], vec![]], ..Default::default() };
+    let x3 = input(&[3, 16], 5, -1.0, 1.0);
+    let mut live = p2u::ProgressiveModel::from_base(&enc.base, at3.clone()).unwrap();
+    live.feed(&enc.stream).unwrap();
+    let got = live.run(vec![x3.clone(), Tensor::from(false)]).unwrap();
+    assert_eq!(got.outputs[0].shape(), [3, 4]);
+    let want = p2u::runtime::build_plan(&original, &at3).unwrap().run(vec![x3, Tensor::from(false)]).unwrap();
+    assert_eq!(output_bits(&got.outputs), output_bits(&want));
 }
 
 #[test]

@@ -668,8 +668,7 @@ pub fn weights_as_inputs<'a>(skeleton: &ModelProto, weights: impl IntoIterator<I
 /// from the input shapes it is given, where stale or symbolic annotations
 /// could contradict them.
 pub fn without_shape_annotations(model: &ModelProto) -> ModelProto {
-    let mut m = model.clone();
-    if let Some(g) = m.graph.as_mut() {
+    fn strip(g: &mut pb::GraphProto) {
         g.value_info.clear();
         for o in &mut g.output {
             if let Some(type_proto::Value::TensorType(t)) = o.r#type.as_mut().and_then(|t| t.value.as_mut()) {
@@ -678,6 +677,14 @@ pub fn without_shape_annotations(model: &ModelProto) -> ModelProto {
                 o.r#type = None;
             }
         }
+        // subgraphs (If branches, Scan bodies) carry the same stale dims
+        for a in g.node.iter_mut().flat_map(|n| &mut n.attribute) {
+            a.g.iter_mut().chain(a.graphs.iter_mut()).for_each(strip);
+        }
+    }
+    let mut m = model.clone();
+    if let Some(g) = m.graph.as_mut() {
+        strip(g);
     }
     m
 }

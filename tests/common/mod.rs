@@ -223,6 +223,8 @@ pub fn branching_model() -> tract_onnx::pb::ModelProto {
         initializer: vec![weights("Wt", &[16, 32])],
         node: vec![node("MatMul", &["x", "Wt"], "t_mm", vec![]), node("Relu", &["t_mm"], "y_then", vec![])],
         output: vec![value_info("y_then", DataType::Float, &[1, 32])],
+        // as exporters annotate: shapes that hold at the declared batch only
+        value_info: vec![value_info("t_mm", DataType::Float, &[1, 32])],
         ..Default::default()
     };
     let constant = AttributeProto { name: "value".into(), r#type: AttributeType::Tensor as i32, t: Some(weights("", &[16, 32])), ..Default::default() };
