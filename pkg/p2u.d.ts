@@ -88,6 +88,12 @@ export interface LoadOptions {
    * weights (fastest inference; one long task, run it in a worker) and
    * 'inputs' keeps the refining plan (no rebuild). */
   finalPlan?: 'constants' | 'inputs';
+  /** Before exact: 'inputs' (default in `load`) serves from one plan with
+   * the weights as inputs (no rebuild while refining, slower inference:
+   * VGG16 1.66× the final plan); 'constants' (default in `loadInWorker`)
+   * rebuilds a plan with constant weights each time the stage advances
+   * (the final plan's speed at every stage; one long task per stage). */
+  refiningPlan?: 'inputs' | 'constants';
   /** Where the .wasm file is (default: next to the package's JS, found by
    * bundlers through `new URL(…, import.meta.url)`). In `loadInWorker` a
    * URL or a Module. */

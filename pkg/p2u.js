@@ -91,6 +91,8 @@ export async function loadInWorker(source, options = {}) {
   const files = resolveFiles(source); // absolute: the worker resolves against its own URL
   const resolved = files.manifestUrl ?? { base: files.baseUrl, stream: files.streamUrl };
   rest.wasm = workerWasm(rest.wasm);
+  // in a worker the per-stage rebuilds are long tasks nobody sees
+  rest.refiningPlan ??= 'constants';
   const root = workerUrl === undefined ? await preBundledRoot() : null;
   const url = workerUrl ?? (root ? new URL(WORKER_PATH, root) : null);
   let worker;

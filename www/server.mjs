@@ -5,6 +5,10 @@
 // `/s/<faults>/`, a comma-separated list that shapes the response of the
 // rest of the path:
 //   rate=BYTES_PER_S   bandwidth limit (per response)
+//   link=BYTES_PER_S   one link shared by every response with the same
+//                      link rate, as a first visit's downloads share the
+//                      user's connection (16 KiB pieces, first come first
+//                      served)
 //   drop=N             the first request for this file closes the connection
 //                      once the response reaches file byte N
 //   drops=K            … the first K requests do (with drop; default 1)
@@ -66,6 +70,15 @@ function parseFaults(spec) {
 /** Starts the server; resolves with `{ origin, requests, close }`. */
 export function startServer({ mounts, port = 0, defaultFaults = {} }) {
   const requests = [];
+  // per link rate: the time its last reserved byte leaves
+  const links = new Map();
+  /** Milliseconds to wait before sending `n` more bytes on link `rate`. */
+  const reserve = (rate, n) => {
+    const now = Date.now();
+    const start = Math.max(now, links.get(rate) ?? 0);
+    links.set(rate, start + (n / rate) * 1000);
+    return start + (n / rate) * 1000 - now;
+  };
   // per fault spec and path: how many requests were dropped, stalled, failed
   const seen = new Map();
   const count = (key) => {
@@ -109,7 +122,7 @@ export function startServer({ mounts, port = 0, defaultFaults = {} }) {
       res.writeHead(404, { ...headers, 'content-type': 'text/plain' }).end(`not found: ${path}`);
       return;
     }
-    if (faults.on !== undefined && !file.endsWith(`.${faults.on}`)) faults = { rate: faults.rate };
+    if (faults.on !== undefined && !file.endsWith(`.${faults.on}`)) faults = { rate: faults.rate, link: faults.link };
     const key = `${m?.[1] ?? ''}|${url.pathname}`;
     if (faults.fail && count(`fail|${key}`) < faults.fail) {
       entry.status = 503;
@@ -191,6 +204,12 @@ export function startServer({ mounts, port = 0, defaultFaults = {} }) {
         return;
       }
       sent += buf.length;
+      if (faults.link) {
+        // the piece leaves when the shared link has carried it
+        stream.pause();
+        setTimeout(() => (res.write(buf) ? stream.resume() : res.once('drain', () => stream.resume())), reserve(faults.link, buf.length));
+        return;
+      }
       const ok = res.write(buf);
       const wait = rate === Infinity ? 0 : (sent / rate) * 1000 - (Date.now() - t0);
       if (wait > 0 || !ok) {

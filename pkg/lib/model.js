@@ -426,9 +426,10 @@ async function loadWith(source, options, abort, t0) {
 
   const { dims, ranks } = inputShapes(options.inputDims);
   const keepInputs = (options.finalPlan ?? 'constants') === 'inputs';
+  const stagePlans = (options.refiningPlan ?? 'inputs') === 'constants';
   const build = (bytes) => {
     try {
-      return new WasmModel(bytes, dims, ranks, keepInputs, baseSha, headerSha);
+      return new WasmModel(bytes, dims, ranks, keepInputs, stagePlans, baseSha, headerSha);
     } catch (e) {
       throw asP2uError(e, 'onnx');
     }

@@ -67,6 +67,12 @@ pub struct RuntimeOptions {
     /// weights (`p2u verify`), which then need no input shape the model
     /// can run at.
     pub defer_plan: bool,
+    /// Serve every stage from a plan with the weights as constants (the
+    /// final plan's speed from stage 0 on), rebuilt as a step of its own
+    /// each time the stage advances: one long step per stage, for a
+    /// worker. Results between rebuilds come from the snapshot taken when
+    /// the stage was reached and say so.
+    pub stage_plans: bool,
 }
 
 /// Where the model stands in its progression.
@@ -184,6 +190,8 @@ pub struct ProgressiveModel {
     serving: Serving,
     fallback_reason: Option<String>,
     stale: bool,
+    /// What a constants plan was built from (what its results report).
+    plan_status: StageStatus,
     /// The exact-stage job under way, with its chunk's index, offset and end.
     job: Option<(ExactJob, u64, u64, u64)>,
     /// Stream offset and chunk count after the last frame that was applied.
@@ -236,11 +244,17 @@ impl ProgressiveModel {
             serving: Serving::WeightInputs,
             fallback_reason: None,
             stale: true,
+            plan_status: StageStatus { stage: 0, stages: 1, chunks_applied: 0, chunks_total: 0, exact: false },
             job: None,
             good: (0, 0),
         };
         if m.options.defer_plan {
             m.serving = Serving::Constants;
+            return Ok(m);
+        }
+        if m.options.stage_plans {
+            m.serving = Serving::Constants;
+            m.refresh()?;
             return Ok(m);
         }
         let with_inputs = onnx::weights_as_inputs(&m.skeleton, m.tensors.iter().map(|t| (t.name.as_str(), t.dims.as_slice())))
@@ -409,9 +423,14 @@ impl ProgressiveModel {
 
     /// Records that the tensor in `slot` reached its next stage.
     fn commit(&mut self, slot: usize) {
+        let before = self.status().stage;
         self.tensors[slot].stage += 1;
         self.chunks_applied += 1;
-        self.stale = self.serving == Serving::Constants || (self.status().exact && !self.options.keep_inputs_plan);
+        self.stale = if self.options.stage_plans {
+            self.stale || self.status().stage > before
+        } else {
+            self.serving == Serving::Constants || (self.status().exact && !self.options.keep_inputs_plan)
+        };
     }
 
     /// Feeds stream bytes as they arrive (any slicing); applies every chunk
@@ -448,6 +467,11 @@ impl ProgressiveModel {
     pub fn step(&mut self, budget: usize) -> Result<bool> {
         self.reader.check()?;
         let budget = budget.max(1);
+        if self.options.stage_plans && self.stale {
+            // the stage advanced: its plan, as a step of its own
+            self.refresh().map_err(|e| self.fail(e))?;
+            return Ok(true);
+        }
         if let Some((mut job, index, offset, end)) = self.job.take() {
             return match self.advance(&mut job, budget) {
                 Ok(true) => {
@@ -543,6 +567,7 @@ impl ProgressiveModel {
         self.plan = build_plan(&self.current_model(), &self.options)?;
         self.serving = Serving::Constants;
         self.stale = false;
+        self.plan_status = self.status();
         Ok(())
     }
 
@@ -557,11 +582,11 @@ impl ProgressiveModel {
     /// a later patch copies a tensor only while a snapshot still holds it).
     pub fn runner(&mut self) -> Result<Runner> {
         self.refresh()?;
-        let weights = match self.serving {
-            Serving::WeightInputs => self.tensors.iter().map(|t| t.values.clone().into_tvalue()).collect(),
-            Serving::Constants => vec![],
+        let (weights, status) = match self.serving {
+            Serving::WeightInputs => (self.tensors.iter().map(|t| t.values.clone().into_tvalue()).collect(), self.status()),
+            Serving::Constants => (vec![], self.plan_status),
         };
-        Ok(Runner { plan: self.plan.clone(), weights, status: self.status() })
+        Ok(Runner { plan: self.plan.clone(), weights, status })
     }
 
     /// The inputs the caller feeds, as the model declares them.

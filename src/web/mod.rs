@@ -244,7 +244,9 @@ impl WasmModel {
     /// (flattened, with `input_ranks` giving each input's rank) fixes the
     /// input shapes, or leave both empty for the declared ones. With
     /// `keep_inputs_plan` the exact model is served without the final
-    /// rebuild with constant weights. `base_sha256` and `header_sha256`
+    /// rebuild with constant weights; with `stage_plans` every stage is
+    /// served from a constants plan rebuilt as the stage advances (see
+    /// [`RuntimeOptions::stage_plans`]). `base_sha256` and `header_sha256`
     /// (hex, from the manifest; empty to skip) are the hashes the base file
     /// and the stream header must have: with both, every byte is verified
     /// before it is served.
@@ -254,11 +256,13 @@ impl WasmModel {
         input_dims: &[u32],
         input_ranks: &[u32],
         keep_inputs_plan: bool,
+        stage_plans: bool,
         base_sha256: &str,
         header_sha256: &str,
     ) -> Result<WasmModel, JsValue> {
         let options = RuntimeOptions {
             keep_inputs_plan,
+            stage_plans,
             base_sha256: expected_hash(base_sha256, "base sha256").map_err(js_error)?,
             stream_header_sha256: expected_hash(header_sha256, "stream header sha256").map_err(js_error)?,
             ..runtime_options(input_dims, input_ranks)?
