@@ -557,7 +557,8 @@ fn verify_covers_weights_lifted_out_of_subgraphs() {
     let m = branching_model();
     let path = write_model(&dir, "branching.onnx", &m);
     let out = dir.join("enc");
-    let o = p2u(&[&"encode", &path, &"-o", &out, &"--min-elements", &"16"]);
+    // shapes given per input; `cond=` is the scalar
+    let o = p2u(&[&"encode", &path, &"-o", &out, &"--min-elements", &"16", &"--input-shape", &"x=1,16", &"--input-shape", &"cond="]);
     assert!(o.status.success() && text(&o).contains("lifted 2 weights out of the subgraphs of \"branch\""), "{}", text(&o));
     let o = p2u(&[&"verify", &path, &out, &"--json"]);
     assert!(o.status.success(), "{}", text(&o));

@@ -135,6 +135,7 @@ pub fn synthetic(model: &ModelProto, spec: &SyntheticSpec) -> Result<Calibration
         }
         let layout = spatial_layout(&d);
         let item_dims = match given {
+            Some(dims) if dims.is_empty() => return Err(unsupported("a scalar input (synthetic items are stacked along a batch axis)")),
             Some(dims) => {
                 let fits = d.dims.is_empty()
                     || (dims.len() == d.dims.len() && dims.iter().zip(&d.dims).skip(1).all(|(g, want)| want.is_none_or(|w| w == *g)));

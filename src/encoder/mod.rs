@@ -423,28 +423,44 @@ fn prepare(model: &ModelProto, opts: &EncodeOptions, notes: &mut Vec<String>) ->
         ));
     }
     let hoisted = onnx::subgraph::hoist_weights(&mut m, opts.min_elements)?;
-    if !hoisted.is_empty() {
-        let mut owners: Vec<&str> = hoisted.iter().map(|h| h.owner.as_str()).collect();
-        owners.dedup();
-        let owners = owners.iter().map(|o| format!("{o:?}")).collect::<Vec<_>>().join(", ");
-        let mut names = hoisted.iter().take(3).map(|h| format!("{:?}", h.name)).collect::<Vec<_>>().join(", ");
-        if hoisted.len() > 3 {
-            names.push_str(", …");
-        }
-        // the base must run where p2u serves it: in tract (at the shapes given for the synthetic inputs, if any)
+    if onnx::subgraph::has_subgraphs(&m) {
+        // tract must run the graph where p2u serves it (at the shapes given for the synthetic inputs, if any):
+        // its If and Scan support is partial, and a base only other engines run is of no use
         let inputs = onnx::declared_inputs(&m)?;
         let given = opts.synthetic.as_ref().map_or(&[][..], |s| s.shapes.as_slice());
         let shape_of = |name: &str| {
             given.iter().find(|(n, _)| n.as_deref() == Some(name) || (n.is_none() && inputs.len() == 1)).map(|(_, d)| d.clone())
         };
         let input_shapes = inputs.iter().map(|i| shape_of(&i.name)).collect::<Option<Vec<_>>>().unwrap_or_default();
+        let owners: Vec<String> = m
+            .graph
+            .iter()
+            .flat_map(|g| &g.node)
+            .filter(|n| n.attribute.iter().any(|a| a.g.is_some() || !a.graphs.is_empty()))
+            .map(|n| format!("{} {:?}", n.op_type, n.name))
+            .collect();
+        let mut owners_text = owners.iter().take(3).cloned().collect::<Vec<_>>().join(", ");
+        if owners.len() > 3 {
+            owners_text.push_str(", …");
+        }
         crate::runtime::build_plan(&m, &crate::RuntimeOptions { input_shapes, ..Default::default() }).map_err(|e| {
+            let weights = match hoisted.len() {
+                0 => String::new(),
+                n => {
+                    let names = hoisted.iter().take(3).map(|h| format!("{:?}", h.name)).collect::<Vec<_>>().join(", ");
+                    format!(" ({n} weights inside them: {names}{})", if n > 3 { ", …" } else { "" })
+                }
+            };
             Error::Unsupported(format!(
-                "{} weights ({names}) live inside the subgraphs of {owners}, and tract cannot run this graph (at the \
-                 declared input shapes, or those of --input-shape), so p2u writes no base that only other engines could run: {e}",
-                hoisted.len()
+                "the graph has subgraphs ({owners_text}){weights} and tract cannot run it (at the declared input shapes, \
+                 or those of --input-shape; NAME= for a scalar), so p2u writes no base that only other engines could run: {e}"
             ))
         })?;
+    }
+    if !hoisted.is_empty() {
+        let mut owners: Vec<&str> = hoisted.iter().map(|h| h.owner.as_str()).collect();
+        owners.dedup();
+        let owners = owners.iter().map(|o| format!("{o:?}")).collect::<Vec<_>>().join(", ");
         notes.push(format!("lifted {} weights out of the subgraphs of {owners} into the main graph", hoisted.len()));
     }
     Ok(Some(m))

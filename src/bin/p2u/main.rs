@@ -302,11 +302,16 @@ pub fn encode_options(f: &EncodeFlags, model: Option<&tract_onnx::pb::ModelProto
         for v in &f.input_shape {
             let (name, dims) = named_value(v);
             let name = name.map(str::to_string);
-            let dims: Vec<usize> = dims
-                .split(',')
-                .map(|d| d.trim().parse().ok().filter(|&d: &usize| d > 0))
-                .collect::<Option<_>>()
-                .ok_or_else(|| Error::Invalid(format!("--input-shape: {v:?} (give DIMS or NAME=DIMS, e.g. 1,3,48,320)")))?;
+            // NAME= (no dims): a scalar input
+            let scalar = name.is_some() && dims.trim().is_empty();
+            let dims: Vec<usize> = if scalar {
+                vec![]
+            } else {
+                dims.split(',')
+                    .map(|d| d.trim().parse().ok().filter(|&d: &usize| d > 0))
+                    .collect::<Option<_>>()
+                    .ok_or_else(|| Error::Invalid(format!("--input-shape: {v:?} (give DIMS or NAME=DIMS, e.g. 1,3,48,320; NAME= for a scalar)")))?
+            };
             s.shapes.push((name, dims));
         }
         s.items = f.synthetic_items.unwrap_or(s.items);
