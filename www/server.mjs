@@ -183,6 +183,8 @@ export function startServer({ mounts, port = 0, defaultFaults = {} }) {
     const stream = createReadStream(file, { start, end, highWaterMark: 16384 });
     let sent = 0;
     let stalled = false;
+    let ended = false;
+    let linkWrites = 0; // pieces waiting for the shared link
     const t0 = Date.now();
     stream.on('data', (buf) => {
       if (corruptAt >= start + sent && corruptAt < start + sent + buf.length) {
@@ -207,7 +209,14 @@ export function startServer({ mounts, port = 0, defaultFaults = {} }) {
       if (faults.link) {
         // the piece leaves when the shared link has carried it
         stream.pause();
-        setTimeout(() => (res.write(buf) ? stream.resume() : res.once('drain', () => stream.resume())), reserve(faults.link, buf.length));
+        linkWrites++;
+        setTimeout(() => {
+          linkWrites--;
+          const ok = res.write(buf);
+          if (ended && linkWrites === 0) res.end();
+          else if (ok) stream.resume();
+          else res.once('drain', () => stream.resume());
+        }, reserve(faults.link, buf.length));
         return;
       }
       const ok = res.write(buf);
@@ -219,7 +228,10 @@ export function startServer({ mounts, port = 0, defaultFaults = {} }) {
         else res.once('drain', resume);
       }
     });
-    stream.on('end', () => stalled || res.end());
+    stream.on('end', () => {
+      ended = true;
+      if (!stalled && linkWrites === 0) res.end();
+    });
     res.on('close', () => stream.destroy());
   });
   return new Promise((resolve) => {

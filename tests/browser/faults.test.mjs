@@ -209,6 +209,7 @@ describe('network faults in Chromium', () => {
     // each alone would take size / rate; sharing, both end only after the sum
     const alone = (Math.max(...r.sizes) / rate) * 1000;
     const shared = ((r.sizes[0] + r.sizes[1]) / rate) * 1000;
-    assert.ok(r.ms >= 0.95 * shared && shared > 1.8 * alone, `${r.ms.toFixed(0)} ms for ${r.sizes} bytes (shared link: ${shared.toFixed(0)} ms)`);
+    assert.ok(shared > 1.4 * alone, 'two files of comparable size');
+    assert.ok(r.ms >= 0.95 * shared, `${r.ms.toFixed(0)} ms for ${r.sizes} bytes (alone ${alone.toFixed(0)} ms, shared link ${shared.toFixed(0)} ms)`);
   });
 });
