@@ -95,6 +95,7 @@ async function p2uStage0Latency(m, refiningPlan = 'inputs') {
     // the refining plan serves stages 0..K-1 alike: stop the stream after the base
     const model = await p2u.load(`/bench/${m.stem}/${m.stem}.json`, { inputDims: m.dims, cache: false, refiningPlan });
     model.stop();
+    await model.finalized.catch(() => {}); // the stream loop has ended: nothing runs beside the timed calls
     await model.run(x, m.dims);
     const mid = await window.__median3(() => model.run(x, m.dims));
     model.dispose();
