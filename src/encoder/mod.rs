@@ -360,6 +360,7 @@ fn quantize_candidate(
 fn encode_tensor(
     index: u32,
     w: &Weight,
+    precision: Precision,
     grid: Grid,
     base: BaseCandidate,
     stats: Option<&InputStats>,
@@ -381,7 +382,6 @@ fn encode_tensor(
         let payload = payload::write_refine(&r.scales, &packed, &r.escapes);
         chunks.push(Chunk { tensor: index, stage: k as u8 + 1, bits, payload });
     }
-    let precision = Precision::of(target);
     let (bounds, coded) = exact::encode(target, &current, &grid, precision);
     exact::decode(&mut current, &grid, precision, &bounds, &coded)?;
     if current.iter().zip(target).any(|(a, b)| a.to_bits() != b.to_bits()) {
@@ -436,7 +436,7 @@ fn prepare(model: &ModelProto, opts: &EncodeOptions, notes: &mut Vec<String>) ->
             .graph
             .iter()
             .flat_map(|g| &g.node)
-            .filter(|n| n.attribute.iter().any(|a| a.g.is_some() || !a.graphs.is_empty()))
+            .filter(|n| onnx::subgraph::holds_subgraph(n))
             .map(|n| format!("{} {:?}", n.op_type, n.name))
             .collect();
         let mut owners_text = owners.iter().take(3).cloned().collect::<Vec<_>>().join(", ");
@@ -483,8 +483,9 @@ pub fn encode(
     if weights.is_empty() {
         return Err(Error::Unsupported(format!("no float32 weight with at least {} elements: nothing to encode", opts.min_elements)));
     }
+    let precisions: Vec<Precision> = weights.iter().map(|w| Precision::of(&w.values)).collect();
     let half_stages;
-    let opts = if opts.half_refine_bits != opts.refine_bits && weights.iter().all(|w| Precision::of(&w.values) != Precision::F32) {
+    let opts = if opts.half_refine_bits != opts.refine_bits && precisions.iter().all(|&p| p != Precision::F32) {
         notes.push(format!(
             "every weight is a half-precision value: refinement stages {:?} (not {:?}), then the exact stage, which restores \
              half-precision bits",
@@ -622,7 +623,7 @@ pub fn encode(
             let t = kept[k];
             let base =
                 bases.lock().map_err(|_| Error::Invalid("an encoder thread panicked".into()))?[t].take().expect("each base is used once");
-            encode_tensor(k as u32, &weights[t], grids[t], base, stats[t].as_ref(), opts)
+            encode_tensor(k as u32, &weights[t], precisions[t], grids[t], base, stats[t].as_ref(), opts)
         },
         &mut |k, done| progress(Progress { phase: Phase::Encoding, done, total: kept.len(), tensor: &weights[kept[k]].name }),
     )?;

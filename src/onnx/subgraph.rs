@@ -7,7 +7,7 @@
 
 use std::collections::HashSet;
 
-use tract_onnx::pb::{tensor_proto::DataType, GraphProto, ModelProto, TensorProto};
+use tract_onnx::pb::{tensor_proto::DataType, GraphProto, ModelProto, NodeProto, TensorProto};
 
 use super::element_count;
 use crate::error::{Error, Result};
@@ -59,9 +59,14 @@ pub fn hoist_weights(m: &mut ModelProto, min_elements: usize) -> Result<Vec<Hois
     Ok(hoisted)
 }
 
+/// True if `n` has a subgraph (an `If` branch, a `Loop` or `Scan` body).
+pub fn holds_subgraph(n: &NodeProto) -> bool {
+    n.attribute.iter().any(|a| a.g.is_some() || !a.graphs.is_empty())
+}
+
 /// True if a node of the main graph has a subgraph.
 pub fn has_subgraphs(m: &ModelProto) -> bool {
-    m.graph.iter().flat_map(|g| &g.node).flat_map(|n| &n.attribute).any(|a| a.g.is_some() || !a.graphs.is_empty())
+    m.graph.iter().flat_map(|g| &g.node).any(holds_subgraph)
 }
 
 /// Takes the large float constants out of `g` and its subgraphs.

@@ -78,20 +78,26 @@ pub fn dicom_window(center: f32, width: f32) -> Result<Vec<f32>, JsValue> {
     Ok(vec![n.lo, n.hi])
 }
 
-fn runtime_options(input_dims: &[u32], input_ranks: &[u32]) -> Result<RuntimeOptions, JsValue> {
+/// One shape per input from flattened `input_dims`, each `input_ranks[i]` long.
+fn shapes_of(input_dims: &[u32], input_ranks: &[u32]) -> Result<Vec<Vec<usize>>, JsValue> {
+    let mismatch = || js_error(Error::Invalid(format!("input dims {input_dims:?} do not match their ranks {input_ranks:?}")));
     let mut shapes = vec![];
     let mut dims = input_dims.iter().map(|&d| d as usize);
     for &rank in input_ranks {
         let shape: Vec<usize> = dims.by_ref().take(rank as usize).collect();
         if shape.len() != rank as usize {
-            return Err(js_error(Error::Invalid(format!("input dims {input_dims:?} do not match their ranks {input_ranks:?}"))));
+            return Err(mismatch());
         }
         shapes.push(shape);
     }
     if dims.next().is_some() {
-        return Err(js_error(Error::Invalid(format!("input dims {input_dims:?} do not match their ranks {input_ranks:?}"))));
+        return Err(mismatch());
     }
-    Ok(RuntimeOptions { input_shapes: shapes, ..Default::default() })
+    Ok(shapes)
+}
+
+fn runtime_options(input_dims: &[u32], input_ranks: &[u32]) -> Result<RuntimeOptions, JsValue> {
+    Ok(RuntimeOptions { input_shapes: shapes_of(input_dims, input_ranks)?, ..Default::default() })
 }
 
 fn input_tensor(data: &[f32], dims: &[u32]) -> Result<Tensor, JsValue> {
@@ -114,16 +120,8 @@ fn feed_tensors(values: &Array, types: &[String], dims: &[u32], ranks: &[u32]) -
             ranks.len()
         ))));
     }
-    let mut dims = dims.iter().map(|&d| d as usize);
-    let mut tensors = Vec::with_capacity(types.len());
-    for (i, (ty, &rank)) in types.iter().zip(ranks).enumerate() {
-        let shape: Vec<usize> = dims.by_ref().take(rank as usize).collect();
-        if shape.len() != rank as usize {
-            return Err(js_error(Error::Invalid(format!("input {i}: fewer dims than its rank {rank}"))));
-        }
-        tensors.push(feed_tensor(&values.get(i as u32), ty, &shape, i)?);
-    }
-    Ok(tensors)
+    let shapes = shapes_of(dims, ranks)?;
+    types.iter().zip(&shapes).enumerate().map(|(i, (ty, shape))| feed_tensor(&values.get(i as u32), ty, shape, i)).collect()
 }
 
 /// One input tensor from a JS typed array holding `ty` values.
