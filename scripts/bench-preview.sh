@@ -10,6 +10,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/p2u/target}"
-cargo build --release --locked --bin p2u
+cargo build --release --locked -p p2u-cli --bin p2u
 python3 scripts/bench_preview.py "${P2U_BENCH_DIR:-$HOME/.cache/p2u/bench-preview}" "$CARGO_TARGET_DIR/release/p2u" \
   "${P2U_SHARED_MODELS:-../shared/models}" "${P2U_MODEL_CACHE:-$HOME/.cache/p2u/models}"

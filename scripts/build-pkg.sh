@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds the npm package in pkg/: the wasm runtime (wasm32 + simd128) and its
-# wasm-bindgen glue in pkg/wasm/, next to the hand-written JS API, and the
+# Builds the npm package in pkg/: the wasm runtime (the p2u-wasm crate,
+# wasm32 + simd128) and its wasm-bindgen glue in pkg/wasm/, next to the hand-written JS API, and the
 # encoder CLI compiled for WASI in pkg/cli/ (`npx p2u-onnx encode …`).
 #   P2U_WASM_PROFILE=dist (default; LTO) or release (faster to build, for tests)
 # Needs: rustup targets wasm32-unknown-unknown and wasm32-wasip1, and
@@ -9,10 +9,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 profile="${P2U_WASM_PROFILE:-dist}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/p2u/target}"
-cargo build --locked --lib --target wasm32-unknown-unknown --profile "$profile"
+cargo build --locked -p p2u-wasm --lib --target wasm32-unknown-unknown --profile "$profile"
 rm -rf pkg/wasm
 wasm-bindgen --target web --out-dir pkg/wasm --out-name p2u_wasm \
-  "$CARGO_TARGET_DIR/wasm32-unknown-unknown/$profile/p2u.wasm"
+  "$CARGO_TARGET_DIR/wasm32-unknown-unknown/$profile/p2u_wasm.wasm"
 # wasm-opt (npm binaryen 132; Debian's 108 breaks wasm-bindgen output) with
 # only the passes that leave code as it is: identical functions (rustc's many
 # equal monomorphizations) merged, unreachable items dropped — 10.55 → 7.76
@@ -35,7 +35,7 @@ echo "pkg/wasm/p2u_wasm_bg.wasm: $raw bytes, $gz gzip -9 ($profile)"
 # release profile whatever ships for the browser: its size only costs the
 # install, and Node 20's V8 crashed (SIGSEGV in a keyed load, 1 run in 4) on
 # the opt-level "z" + LTO build, never on this one (0 in 60 encodes)
-cargo build --locked --bin p2u --target wasm32-wasip1 --release
+cargo build --locked -p p2u-cli --bin p2u --target wasm32-wasip1 --release
 mkdir -p pkg/cli
 cp "$CARGO_TARGET_DIR/wasm32-wasip1/release/p2u.wasm" pkg/cli/p2u-cli.wasm
 echo "pkg/cli/p2u-cli.wasm: $(stat -c %s pkg/cli/p2u-cli.wasm) bytes (release)"

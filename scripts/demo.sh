@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/p2u/target}"
 bash scripts/build-pkg.sh
-cargo build --release --locked --bin p2u
+cargo build --release --locked -p p2u-cli --bin p2u
 assets="${P2U_DEMO_ASSETS:-$HOME/.cache/p2u/demo-web}"
 bash scripts/demo-assets.sh "$assets"
 python3 scripts/precompress.py pkg/wasm/p2u_wasm_bg.wasm

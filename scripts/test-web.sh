@@ -17,7 +17,7 @@ passed_in() { grep -Eo "^test result: ok\. [0-9]+ passed" "$1" | awk '{s += $4} 
 
 # the package (release profile: LTO stays out of test builds) and fixtures
 P2U_WASM_PROFILE=release bash scripts/build-pkg.sh
-cargo build --release --locked --bin p2u
+cargo build --release --locked -p p2u-cli --bin p2u
 bash scripts/web-fixtures.sh
 bash scripts/demo-assets.sh
 
@@ -28,8 +28,8 @@ for where in node chromium; do
   out="$log/p2u-wasm-$where.log"
   : > "$out"
   if [ "$where" = chromium ]; then export WASM_BINDGEN_USE_BROWSER=1; fi
-  cargo test --release --locked --target wasm32-unknown-unknown --lib -- kernels:: 2>&1 | tee -a "$out"
-  cargo test --release --locked --target wasm32-unknown-unknown --test web 2>&1 | tee -a "$out"
+  cargo test --release --locked -p p2u --target wasm32-unknown-unknown --lib -- kernels:: 2>&1 | tee -a "$out"
+  cargo test --release --locked -p p2u --target wasm32-unknown-unknown --test web 2>&1 | tee -a "$out"
   n=$(passed_in "$out")
   if [ "$n" -lt 5 ]; then
     echo "wasm-bindgen tests in $where: $n passed, expected 5 (a run that tests nothing must fail)" >&2

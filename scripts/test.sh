@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/p2u/target}"
 cargo build --release --locked --examples
-cargo test --release --locked --lib --tests 2>&1 | tee /tmp/p2u-test.log
+cargo test --release --locked --workspace --lib --tests 2>&1 | tee /tmp/p2u-test.log
 # refuse a run that executed no test at all, and close with the totals
 passed=$(grep -Eo "^test result: ok\. [0-9]+ passed" /tmp/p2u-test.log | awk '{s += $4} END {print s + 0}')
 if [ "$passed" -eq 0 ]; then

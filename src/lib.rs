@@ -1,30 +1,26 @@
 //! # p2u — Progressive Precision Update
 //!
-//! Turns an fp32 ONNX model into a small low-bit **base** (a real ONNX file)
-//! plus **residual streams** that refine the weights stage by stage up to the
-//! original bits, and runs the model in tract while it refines.
+//! The runtime side of p2u, what ships to the browser: a small low-bit
+//! **base** (a real ONNX file) plus **residual streams** that refine the
+//! weights stage by stage up to the original bits, applied to a live tract
+//! model while it serves. The encoder that writes them is the
+//! `p2u-encode` crate; the browser bindings are `p2u-wasm`; the CLI is
+//! `p2u-cli`.
 //!
-//! * [`encoder`]: fp32 ONNX → base + stream + manifest.
-//! * [`calibrate`]: statistics from running the fp32 model on sample inputs.
 //! * [`format`]: the stream container, manifest and hashes (`docs/FORMAT.md`).
-//! * [`quant`]: how codes and scales are chosen and applied.
+//! * [`quant`]: stage codes, groups, the rule that applies codes, the exact stage.
 //! * [`kernels`]: the dequantize-and-add loop (scalar, SSE2, simd128).
-//! * [`onnx`]: model surgery (weights, base graph, plain graph for tract).
+//! * [`onnx`]: reading and checking models, turning a base into a plain graph for tract.
 //! * [`runtime`]: [`ProgressiveModel`], the live, patchable model.
-//! * `web` (wasm32 in the browser only): the wasm-bindgen layer the npm package wraps.
 
-pub mod calibrate;
-pub mod encoder;
+#![deny(missing_docs)]
+
 pub mod error;
 pub mod format;
 pub mod kernels;
 pub mod onnx;
-pub mod parallel;
 pub mod quant;
 pub mod runtime;
-#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
-pub mod web;
 
-pub use encoder::{encode, Clipping, EncodeOptions, Encoded};
 pub use error::{Error, Result};
 pub use runtime::{Inference, Normalization, ProgressiveModel, Runner, RuntimeOptions, StageStatus};

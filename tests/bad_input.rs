@@ -7,7 +7,7 @@ use common::*;
 use p2u::format::stream::{read_all, StreamHeader, CHUNK_PREFIX, HEADER_PREFIX};
 use p2u::{Error, ProgressiveModel};
 
-fn fixture() -> (p2u::Encoded, usize) {
+fn fixture() -> (p2u_encode::Encoded, usize) {
     let enc = encode(&fixture_model(), "fixture", &fixture_options());
     let header_len = StreamHeader::total_len(enc.stream[..HEADER_PREFIX].try_into().unwrap()).unwrap();
     (enc, header_len)
@@ -27,7 +27,7 @@ fn chunk_ends(stream: &[u8], header_len: usize) -> Vec<usize> {
 
 /// The model still runs, and gives exactly the outputs of a model fed only
 /// the first `good` chunks.
-fn assert_serves_prefix(m: &mut ProgressiveModel, enc: &p2u::Encoded, good_end: usize, good_chunks: u64) {
+fn assert_serves_prefix(m: &mut ProgressiveModel, enc: &p2u_encode::Encoded, good_end: usize, good_chunks: u64) {
     let x = input(&FIXTURE_INPUT, 3, -1.0, 1.0);
     let got = m.run(vec![x.clone()]).expect("model keeps serving after a bad chunk");
     assert_eq!(got.status.chunks_applied, good_chunks);

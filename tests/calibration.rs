@@ -10,11 +10,11 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
-use p2u::calibrate::{self, Calibration, InputData, Origin, SyntheticSpec, Values};
-use p2u::encoder::{BaseBudget, ChunkOrder};
+use p2u_encode::calibrate::{self, Calibration, InputData, Origin, SyntheticSpec, Values};
+use p2u_encode::encoder::{BaseBudget, ChunkOrder};
 use p2u::format::stream::read_all;
-use p2u::quant::{self, apply_codes, Grid};
-use p2u::EncodeOptions;
+use p2u_encode::quant::{self, apply_codes, Grid};
+use p2u_encode::EncodeOptions;
 use tract_onnx::prelude::Tensor;
 
 fn calibration(count: usize, seed: u64) -> Arc<Calibration> {
@@ -27,7 +27,7 @@ fn calibrated(opts: EncodeOptions) -> EncodeOptions {
 
 /// Mean squared difference of the base model's outputs from the fp32
 /// model's on held-out smooth items.
-fn base_output_mse(enc: &p2u::Encoded) -> f64 {
+fn base_output_mse(enc: &p2u_encode::Encoded) -> f64 {
     let model = fixture_model();
     let mut base = load_base(enc, &FIXTURE_INPUT);
     let items = smooth_items(24, 99);
@@ -43,14 +43,14 @@ fn base_output_mse(enc: &p2u::Encoded) -> f64 {
 }
 
 /// Served bytes of a base's weights: kept tensors as coded, exact ones at 4 bytes each.
-fn served(enc: &p2u::Encoded, model: &tract_onnx::pb::ModelProto) -> u64 {
-    let weights = p2u::onnx::extract_weights(model, 16).unwrap();
+fn served(enc: &p2u_encode::Encoded, model: &tract_onnx::pb::ModelProto) -> u64 {
+    let weights = p2u_encode::onnx::extract_weights(model, 16).unwrap();
     let exact: u64 =
         enc.manifest.exact_in_base.iter().map(|n| 4 * weights.iter().find(|w| &w.name == n).unwrap().values.len() as u64).sum();
     enc.manifest.tensors.iter().map(|t| t.base_served_bytes).sum::<u64>() + exact
 }
 
-fn refines_to_the_original(enc: &p2u::Encoded) {
+fn refines_to_the_original(enc: &p2u_encode::Encoded) {
     let x = input(&FIXTURE_INPUT, 7, -1.0, 1.0);
     let want = output_bits(&reference_outputs(&fixture_model(), &FIXTURE_INPUT, &x));
     let mut live = load_base(enc, &FIXTURE_INPUT);
@@ -82,7 +82,7 @@ fn data_free_allocation_is_deterministic_and_fits_its_budget() {
 #[test]
 fn data_free_allocation_beats_uniform_4_bit_on_a_real_model() {
     let path = require(shared_models().join("resnet_fmnist.onnx"));
-    let model = p2u::onnx::load_model(&path).unwrap();
+    let model = p2u_encode::onnx::load_model(&path).unwrap();
     let data = std::fs::read(require(shared_models().join("fmnist_test.bin"))).unwrap();
     let n = 400;
     let x: Vec<f32> = data[..n * 784].iter().map(|&p| (p as f32 / 255.0 - 0.2860) / 0.3530).collect();
@@ -135,15 +135,15 @@ fn without_any_sensitivity_source_rate_order_and_budgets_are_refused() {
         assert!(e.contains("synthetic") && e.contains("calibration"), "{e}");
     }
     let tiny = EncodeOptions { base_budget: Some(BaseBudget::Bytes(10)), ..fixture_options() };
-    let bytes = p2u::onnx::encode_model(&fixture_model());
-    let e = p2u::encode(&fixture_model(), "f", p2u::encoder::file_info("f", &bytes), &tiny, &mut |_| {}).err().unwrap().to_string();
+    let bytes = p2u_encode::onnx::encode_model(&fixture_model());
+    let e = p2u_encode::encode(&fixture_model(), "f", p2u_encode::encoder::file_info("f", &bytes), &tiny, &mut |_| {}).err().unwrap().to_string();
     assert!(e.contains("below the smallest base"), "{e}");
 }
 
 #[test]
 fn calibration_lowers_layer_and_model_output_error_over_data_free() {
     let model = fixture_model();
-    let weights = p2u::onnx::extract_weights(&model, 16).unwrap();
+    let weights = p2u_encode::onnx::extract_weights(&model, 16).unwrap();
     let calib = calibration(96, 1);
     let stats = calibrate::input_stats(&model, &weights, &calib).unwrap();
     let with_stats = stats.iter().filter(|s| s.is_some()).count();
@@ -245,7 +245,7 @@ fn a_two_input_text_model_calibrates_from_named_int64_arrays_and_from_synthetic_
         Origin::Data,
     )
     .unwrap();
-    let weights = p2u::onnx::extract_weights(&model, 16).unwrap();
+    let weights = p2u_encode::onnx::extract_weights(&model, 16).unwrap();
     let names: Vec<&str> = weights.iter().map(|w| w.name.as_str()).collect();
     assert_eq!(names, ["E", "W", "C"], "the 1-D bias stays f32");
     let stats = calibrate::input_stats(&model, &weights, &calib).unwrap();

@@ -62,14 +62,14 @@ fn fixture_reaches_bit_exact_weights_and_outputs() {
     assert_eq!(*errors.last().unwrap(), 0.0);
     assert!(errors.windows(2).all(|w| w[1] <= w[0]), "output error must not grow: {errors:?}");
 
-    let original = p2u::onnx::extract_weights(&model, 1).unwrap();
+    let original = p2u_encode::onnx::extract_weights(&model, 1).unwrap();
     for w in original.iter().filter(|w| names.contains(&w.name.as_str())) {
         let got = live.weight(&w.name).unwrap();
         assert!(got.iter().zip(&w.values).all(|(a, b)| a.to_bits() == b.to_bits()), "{} not exact", w.name);
     }
     let current = live.current_model();
-    let tensors = p2u::onnx::constant_tensors(current.graph.as_ref().unwrap());
-    let zero = p2u::onnx::tensor_f32(tensors.iter().find(|(n, _)| n == "Bz").unwrap().1).unwrap();
+    let tensors = p2u_encode::onnx::constant_tensors(current.graph.as_ref().unwrap());
+    let zero = p2u_encode::onnx::tensor_f32(tensors.iter().find(|(n, _)| n == "Bz").unwrap().1).unwrap();
     assert!(zero.iter().all(|v| v.to_bits() == 0), "the all-zero bias stays +0.0");
     assert_eq!(live.weight("P").unwrap(), live.weight("Q").unwrap());
 }
@@ -88,7 +88,7 @@ fn manifest_error_decreases_monotonically_per_stage() {
 
 /// The encoded fixture, an input drawn with `seed`, and the output bits of
 /// a model fed the whole stream at once (the reference for other feedings).
-fn fixture_fed_whole(seed: u64) -> (p2u::Encoded, tract_onnx::prelude::Tensor, Vec<u32>) {
+fn fixture_fed_whole(seed: u64) -> (p2u_encode::Encoded, tract_onnx::prelude::Tensor, Vec<u32>) {
     let enc = encode(&fixture_model(), "fixture", &fixture_options());
     let x = input(&FIXTURE_INPUT, seed, -1.0, 1.0);
     let mut whole = load_base(&enc, &FIXTURE_INPUT);
@@ -129,7 +129,7 @@ fn encoder_is_deterministic() {
 #[test]
 fn every_base_width_and_blocking_reaches_exact() {
     for (base_bits, stages, block) in [(2u8, vec![2u8, 4], 0usize), (3, vec![8], 8), (8, vec![], 0), (4, vec![3, 5, 8], 16)] {
-        let opts = p2u::EncodeOptions { refine_bits: stages.clone(), block, ..fixture_uniform(base_bits) };
+        let opts = p2u_encode::EncodeOptions { refine_bits: stages.clone(), block, ..fixture_uniform(base_bits) };
         let enc = encode(&fixture_model(), "fixture", &opts);
         let mut m = load_base(&enc, &FIXTURE_INPUT);
         m.feed(&enc.stream).unwrap();
@@ -202,9 +202,9 @@ fn a_weight_of_few_distinct_values_is_sent_whole_and_the_rest_progressively() {
     let m = model(
         "stft",
         vec![node("MatMul", &["x", "B"], "spectrum", vec![]), node("MatMul", &["spectrum", "W"], "y", vec![])],
-        vec![p2u::onnx::f32_tensor("B", &[n, bins], &basis), p2u::onnx::f32_tensor("W", &[bins, 64], &w)],
-        vec![p2u::onnx::value_info("x", DataType::Float, &[1, n])],
-        vec![p2u::onnx::value_info("y", DataType::Float, &[1, 64])],
+        vec![p2u_encode::onnx::f32_tensor("B", &[n, bins], &basis), p2u_encode::onnx::f32_tensor("W", &[bins, 64], &w)],
+        vec![p2u_encode::onnx::value_info("x", DataType::Float, &[1, n])],
+        vec![p2u_encode::onnx::value_info("y", DataType::Float, &[1, 64])],
     );
     let enc = encode(&m, "stft", &fixture_options());
     assert!(enc.notes.iter().any(|n| n.starts_with("1 weights (\"B\") are sent whole, in the base")), "{:?}", enc.notes);

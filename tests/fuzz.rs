@@ -29,8 +29,9 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use p2u::format::stream::{FrameReader, StreamHeader, CHUNK_PREFIX, HEADER_PREFIX};
-use p2u::onnx::{decode_model, int64_tensor};
-use p2u::{Encoded, ProgressiveModel, RuntimeOptions};
+use p2u_encode::onnx::{decode_model, int64_tensor};
+use p2u::{ProgressiveModel, RuntimeOptions};
+use p2u_encode::Encoded;
 use prost::Message;
 use tract_onnx::pb::ModelProto;
 
@@ -281,7 +282,7 @@ fn mutate_base(r: &mut Rng, proto: &ModelProto) -> Vec<u8> {
                 let out = format!("{s}_out");
                 let nd = node(op, &ins, &out, vec![]);
                 g.node.push(nd);
-                g.output.push(p2u::onnx::value_info(&out, tract_onnx::pb::tensor_proto::DataType::Float, &[]));
+                g.output.push(p2u_encode::onnx::value_info(&out, tract_onnx::pb::tensor_proto::DataType::Float, &[]));
             }
             _ => {
                 let i = r.below(g.initializer.len());

@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use p2u::onnx::{decode_model, encode_model, int64_tensor};
+use p2u_encode::onnx::{decode_model, encode_model, int64_tensor};
 use p2u::{Error, ProgressiveModel, RuntimeOptions};
 use tract_onnx::pb::{attribute_proto::AttributeType, AttributeProto, ModelProto, NodeProto, TensorProto};
 

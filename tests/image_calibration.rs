@@ -11,9 +11,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use common::*;
-use p2u::calibrate::images::{self, Preprocess};
-use p2u::calibrate::Values;
-use p2u::{EncodeOptions, ProgressiveModel, RuntimeOptions};
+use p2u_encode::calibrate::images::{self, Preprocess};
+use p2u_encode::calibrate::Values;
+use p2u::{ProgressiveModel, RuntimeOptions};
+use p2u_encode::EncodeOptions;
 use tract_onnx::prelude::Tensor;
 
 const MEAN: f32 = 0.2860;
@@ -33,7 +34,7 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 fn resnet() -> tract_onnx::pb::ModelProto {
-    p2u::onnx::load_model(&require(shared_models().join("resnet_fmnist.onnx"))).unwrap()
+    p2u_encode::onnx::load_model(&require(shared_models().join("resnet_fmnist.onnx"))).unwrap()
 }
 
 /// Writes images `range` as 28×28 grayscale PNGs.
@@ -65,7 +66,7 @@ fn pngs_calibrate_the_real_resnet_as_declared_and_the_stream_stays_exact() {
 
     let opts = EncodeOptions { calibration: Some(Arc::new(calib)), ..EncodeOptions::default() };
     let bytes = std::fs::read(shared_models().join("resnet_fmnist.onnx")).unwrap();
-    let enc = p2u::encode(&model, "resnet", p2u::encoder::file_info("resnet.onnx", &bytes), &opts, &mut |_| {}).unwrap();
+    let enc = p2u_encode::encode(&model, "resnet", p2u_encode::encoder::file_info("resnet.onnx", &bytes), &opts, &mut |_| {}).unwrap();
 
     // held-out images (not among the calibration ones): the base within a point of fp32
     let n = 500;

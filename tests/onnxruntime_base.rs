@@ -9,13 +9,13 @@ use std::path::Path;
 use std::process::Command;
 
 use common::*;
-use p2u::encoder::file_info;
-use p2u::EncodeOptions;
+use p2u_encode::encoder::file_info;
+use p2u_encode::EncodeOptions;
 use tract_onnx::prelude::Tensor;
 
 const TOLERANCE: &str = "1e-4";
 
-fn check_with_onnxruntime(name: &str, enc: &p2u::Encoded, shape: &[usize], lo: f32, hi: f32) {
+fn check_with_onnxruntime(name: &str, enc: &p2u_encode::Encoded, shape: &[usize], lo: f32, hi: f32) {
     let x = input(shape, 9, lo, hi);
     let mut live = load_base(enc, shape);
     let out = live.run(vec![x.clone()]).unwrap();
@@ -64,18 +64,18 @@ fn compare_within(name: &str, model: &[u8], inputs: &[(&str, &Tensor)], p2u_outp
 #[test]
 fn onnxruntime_runs_the_mobilenetv2_base() {
     let path = require(shared_models().join("mobilenetv2_imagenet.onnx"));
-    let model = p2u::onnx::load_model(&path).unwrap();
+    let model = p2u_encode::onnx::load_model(&path).unwrap();
     let bytes = std::fs::read(&path).unwrap();
-    let enc = p2u::encode(&model, "mnv2", file_info("mnv2", &bytes), &EncodeOptions::default(), &mut |_| {}).unwrap();
+    let enc = p2u_encode::encode(&model, "mnv2", file_info("mnv2", &bytes), &EncodeOptions::default(), &mut |_| {}).unwrap();
     check_with_onnxruntime("mobilenetv2", &enc, &[1, 3, 224, 224], -2.0, 2.0);
 }
 
 #[test]
 fn onnxruntime_runs_a_calibrated_mixed_precision_base() {
-    let calib = p2u::calibrate::Calibration::new(FIXTURE_INPUT[1..].to_vec(), smooth_items(64, 3)).unwrap();
+    let calib = p2u_encode::calibrate::Calibration::new(FIXTURE_INPUT[1..].to_vec(), smooth_items(64, 3)).unwrap();
     let opts = EncodeOptions {
         calibration: Some(std::sync::Arc::new(calib)),
-        base_budget: Some(p2u::encoder::BaseBudget::BitsPerWeight(2.5)),
+        base_budget: Some(p2u_encode::encoder::BaseBudget::BitsPerWeight(2.5)),
         ..fixture_options()
     };
     let enc = encode(&fixture_model(), "fixture", &opts);
@@ -97,7 +97,7 @@ fn onnxruntime_runs_fixture_bases_of_every_layout() {
 /// opset 13 (attributes that became inputs, Upsample with scales, spatial
 /// BatchNormalization, Dropout's ratio, 2-D-coercing Softmax).
 fn opset8_model() -> tract_onnx::pb::ModelProto {
-    use p2u::onnx::f32_tensor;
+    use p2u_encode::onnx::f32_tensor;
     use tract_onnx::pb::{attribute_proto::AttributeType, AttributeProto};
     let mut r = Rng(5);
     let mut weights = |name: &str, dims: &[usize], scale: f32| {
@@ -167,7 +167,7 @@ fn an_opset_8_model_is_converted_and_served_bit_exact() {
     assert!(got.status.exact);
     // ... and onnxruntime on the opset-8 original computes its outputs: the
     // conversion kept the graph's meaning (tract itself has no Upsample)
-    compare_with_onnxruntime("opset8-original", &p2u::onnx::encode_model(&original), &[("", &x)], &got.outputs[0], &["--plain"]);
+    compare_with_onnxruntime("opset8-original", &p2u_encode::onnx::encode_model(&original), &[("", &x)], &got.outputs[0], &["--plain"]);
 }
 
 #[test]
@@ -175,12 +175,12 @@ fn opsets_p2u_cannot_convert_are_refused_before_any_work() {
     let mut old = opset8_model();
     old.opset_import[0].version = 6;
     let e =
-        p2u::encode(&old, "old", file_info("old", &[]), &fixture_options(), &mut |_| panic!("no work before the refusal")).err().unwrap();
+        p2u_encode::encode(&old, "old", file_info("old", &[]), &fixture_options(), &mut |_| panic!("no work before the refusal")).err().unwrap();
     assert!(e.to_string().contains("opset 6: p2u converts opset 7 and newer"), "{e}");
     let mut per_activation = opset8_model();
     let bn = per_activation.graph.as_mut().unwrap().node.iter_mut().find(|n| n.op_type == "BatchNormalization").unwrap();
     bn.attribute = vec![int("spatial", 0)];
-    let e = p2u::encode(&per_activation, "bn", file_info("bn", &[]), &fixture_options(), &mut |_| panic!("no work before the refusal"))
+    let e = p2u_encode::encode(&per_activation, "bn", file_info("bn", &[]), &fixture_options(), &mut |_| panic!("no work before the refusal"))
         .err()
         .unwrap();
     assert!(e.to_string().contains("BatchNormalization node \"BatchNormalization_bn\""), "{e}");
@@ -204,7 +204,7 @@ fn transformer_feeds() -> [(&'static str, Tensor); 2] {
 #[test]
 fn a_text_transformer_with_two_int64_inputs_is_served_and_refined_to_the_exact_model() {
     let original = transformer::tiny_transformer();
-    let enc = p2u::encode(&original, "text", file_info("text.onnx", &[]), &EncodeOptions::default(), &mut |_| {}).unwrap();
+    let enc = p2u_encode::encode(&original, "text", file_info("text.onnx", &[]), &EncodeOptions::default(), &mut |_| {}).unwrap();
     let feeds = transformer_feeds();
     let named: Vec<(&str, &Tensor)> = feeds.iter().map(|(n, t)| (*n, t)).collect();
     let tensors = || feeds.iter().map(|(_, t)| t.clone()).collect::<Vec<_>>();
@@ -222,13 +222,13 @@ fn a_text_transformer_with_two_int64_inputs_is_served_and_refined_to_the_exact_m
     // … and the last stage is the original model, bit for bit
     let want = p2u::runtime::build_plan(&original, &options).unwrap().run(tensors()).unwrap();
     assert_eq!(output_bits(&last.outputs), output_bits(&want));
-    compare_with_onnxruntime("transformer-original", &p2u::onnx::encode_model(&original), &named, &last.outputs[0], &["--plain"]);
+    compare_with_onnxruntime("transformer-original", &p2u_encode::onnx::encode_model(&original), &named, &last.outputs[0], &["--plain"]);
 }
 
 #[test]
 fn a_float16_model_is_served_in_float32_and_restored_to_its_half_precision_bits() {
     use p2u::format::stream::StreamHeader;
-    use p2u::quant::Precision;
+    use p2u_encode::quant::Precision;
     use tract_onnx::pb::tensor_proto::DataType;
     let wide = fixture_model();
     for (half, precision) in [(DataType::Float16, Precision::F16), (DataType::Bfloat16, Precision::Bf16)] {
@@ -250,20 +250,20 @@ fn a_float16_model_is_served_in_float32_and_restored_to_its_half_precision_bits(
             let constant = g.node.iter().filter(|n| n.output[0] == name).find_map(|n| n.attribute[0].t.as_ref());
             let t = g.initializer.iter().find(|t| t.name == name).or(constant).unwrap();
             assert_eq!(t.data_type, half as i32);
-            let want: Vec<u32> = p2u::onnx::tensor_f32(t).unwrap().iter().map(|v| v.to_bits()).collect();
+            let want: Vec<u32> = p2u_encode::onnx::tensor_f32(t).unwrap().iter().map(|v| v.to_bits()).collect();
             assert_eq!(live.weight(&name).unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want, "{name}");
         }
         // the exact stage costs half-precision bits, not f32 ones
         let mut as_f32 = original.clone(); // the same values in an f32 model
-        p2u::onnx::widen::widen(&mut as_f32).unwrap();
+        p2u_encode::onnx::widen::widen(&mut as_f32).unwrap();
         let f32_enc = encode(&as_f32, "wide", &EncodeOptions { half_refine_bits: vec![4], refine_bits: vec![4], ..fixture_options() });
-        let exact = |e: &p2u::Encoded| e.manifest.stages.last().unwrap().bytes;
+        let exact = |e: &p2u_encode::Encoded| e.manifest.stages.last().unwrap().bytes;
         assert_eq!(exact(&f32_enc), exact(&enc), "an f32 model holding half-precision values is coded the same");
         let f32_model = encode(&wide, "f32", &EncodeOptions { refine_bits: vec![4], ..fixture_options() });
         assert!(exact(&enc) * 2 < exact(&f32_model), "exact stage {} vs {} bytes for f32 weights", exact(&enc), exact(&f32_model));
         if half == DataType::Float16 {
             // onnxruntime computes the fp16 original in fp16: agreement to fp16 rounding
-            compare_within("fp16-original", &p2u::onnx::encode_model(&original), &[("", &x)], &last.outputs[0], "2e-2", &["--plain"]);
+            compare_within("fp16-original", &p2u_encode::onnx::encode_model(&original), &[("", &x)], &last.outputs[0], "2e-2", &["--plain"]);
         }
     }
 }
@@ -305,7 +305,7 @@ fn weights_inside_if_branches_are_lifted_quantized_and_refined_to_the_exact_mode
 
 #[test]
 fn weights_in_a_subgraph_tract_cannot_run_are_refused_before_any_work() {
-    use p2u::onnx::{f32_tensor, value_info};
+    use p2u_encode::onnx::{f32_tensor, value_info};
     use tract_onnx::pb::{attribute_proto::AttributeType, tensor_proto::DataType, AttributeProto, GraphProto};
     // a Loop (tract has no Loop) whose body multiplies by a weight
     let body = GraphProto {
@@ -321,11 +321,11 @@ fn weights_in_a_subgraph_tract_cannot_run_are_refused_before_any_work() {
     let looping = model(
         "looping",
         vec![lp],
-        vec![p2u::onnx::int64_tensor("n", &[], &[3])],
+        vec![p2u_encode::onnx::int64_tensor("n", &[], &[3])],
         vec![value_info("v", DataType::Float, &[1, 8])],
         vec![value_info("out", DataType::Float, &[1, 8])],
     );
-    let e = p2u::encode(&looping, "looping", file_info("looping", &[]), &fixture_options(), &mut |_| panic!("no work before the refusal"))
+    let e = p2u_encode::encode(&looping, "looping", file_info("looping", &[]), &fixture_options(), &mut |_| panic!("no work before the refusal"))
         .err()
         .unwrap();
     let text = e.to_string();

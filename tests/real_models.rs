@@ -8,15 +8,16 @@ mod common;
 use std::path::Path;
 
 use common::*;
-use p2u::encoder::file_info;
+use p2u_encode::encoder::file_info;
 use p2u::format::stream::read_all;
-use p2u::{EncodeOptions, RuntimeOptions};
+use p2u::RuntimeOptions;
+use p2u_encode::EncodeOptions;
 
 fn end_to_end(path: &Path, shape: &[usize], lo: f32, hi: f32) {
-    let original = p2u::onnx::load_model(path).unwrap();
+    let original = p2u_encode::onnx::load_model(path).unwrap();
     let name = path.file_stem().unwrap().to_str().unwrap();
     let bytes = std::fs::read(path).unwrap();
-    let enc = p2u::encode(&original, name, file_info(name, &bytes), &EncodeOptions::default(), &mut |_| {}).unwrap();
+    let enc = p2u_encode::encode(&original, name, file_info(name, &bytes), &EncodeOptions::default(), &mut |_| {}).unwrap();
 
     let rel: Vec<f64> = enc.manifest.stages.iter().map(|s| s.error.relative).collect();
     assert!(rel.windows(2).all(|w| w[1] < w[0]), "stage error must fall monotonically: {rel:?}");
@@ -53,7 +54,7 @@ fn end_to_end(path: &Path, shape: &[usize], lo: f32, hi: f32) {
     assert_eq!(*out_err.last().unwrap(), 0.0);
 
     // every weight tensor bit-identical (compare hashes)
-    for w in p2u::onnx::extract_weights(&original, 1).unwrap() {
+    for w in p2u_encode::onnx::extract_weights(&original, 1).unwrap() {
         if let Some(v) = live.weight(&w.name) {
             assert_eq!(p2u::format::tensor_hash(v), p2u::format::tensor_hash(&w.values), "{}", w.name);
         }

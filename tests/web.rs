@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use p2u::web::{WasmModel, WasmPlainModel};
+use p2u_wasm::{WasmModel, WasmPlainModel};
 use p2u::Error;
 use wasm_bindgen::JsValue;
 use wasm_bindgen_test::wasm_bindgen_test;
@@ -84,7 +84,7 @@ fn a_text_transformer_takes_int64_feeds_and_ends_bit_exact_in_wasm() {
     use js_sys::{Array, BigInt64Array, Float32Array, Reflect};
     use transformer::SEQUENCE;
     let original = transformer::tiny_transformer();
-    let enc = encode(&original, "text", &p2u::EncodeOptions::default());
+    let enc = encode(&original, "text", &p2u_encode::EncodeOptions::default());
     let shape = [2, SEQUENCE];
     let ids: Vec<i64> = (0..2 * SEQUENCE as i64).map(|i| (i * 37 + 5) % transformer::VOCAB as i64).collect();
     let mask: Vec<i64> = (0..2 * SEQUENCE).map(|i| (i % SEQUENCE < 6 || i >= SEQUENCE) as i64).collect();
@@ -131,7 +131,7 @@ fn a_float16_model_ends_on_its_own_bits_in_wasm() {
     assert!(m.status().exact);
     let g = original.graph.as_ref().unwrap();
     for t in g.initializer.iter().filter(|t| m.weight(&t.name).is_some()) {
-        let want: Vec<u32> = p2u::onnx::tensor_f32(t).unwrap().iter().map(|v| v.to_bits()).collect();
+        let want: Vec<u32> = p2u_encode::onnx::tensor_f32(t).unwrap().iter().map(|v| v.to_bits()).collect();
         assert!(m.weight(&t.name).unwrap().iter().map(|v| v.to_bits()).eq(want), "{}", t.name);
     }
 }

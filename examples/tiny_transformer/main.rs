@@ -15,7 +15,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         eprintln!("usage: tiny_transformer OUT.onnx");
         std::process::exit(2);
     };
-    std::fs::write(&out, p2u::onnx::encode_model(&model::tiny_transformer()))?;
+    std::fs::write(&out, p2u_encode::onnx::encode_model(&model::tiny_transformer()))?;
     println!("{out}: tiny text transformer, inputs input_ids and attention_mask (int64, [batch, {}])", model::SEQUENCE);
     Ok(())
 }

@@ -7,7 +7,7 @@
 //! symbolic); two outputs, `last_hidden_state` `[batch, 8, 64]` and
 //! `logits` `[batch, 4]`. About 47k weights, deterministic values.
 
-use p2u::onnx::{f32_tensor, int64_tensor, value_info};
+use p2u_encode::onnx::{f32_tensor, int64_tensor, value_info};
 use tract_onnx::pb::tensor_shape_proto::{dimension::Value as Dim, Dimension};
 use tract_onnx::pb::{
     attribute_proto::AttributeType, tensor_proto::DataType, type_proto, AttributeProto, GraphProto, ModelProto, NodeProto,

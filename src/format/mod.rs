@@ -1,10 +1,9 @@
 //! The p2u file formats (see `docs/FORMAT.md`): the residual stream
-//! container ([`stream`]), the JSON manifest ([`manifest`]), hashing and the
-//! range coder used by the exact stage.
+//! container ([`stream`]), the JSON manifest ([`manifest`]), stage payloads
+//! ([`payload`]) and hashing.
 
 pub mod manifest;
 pub mod payload;
-pub mod range_coder;
 pub mod stream;
 
 use sha2::{Digest, Sha256};

@@ -18,7 +18,6 @@ mod scalar;
 mod simd128;
 #[cfg(target_arch = "x86_64")]
 mod sse2;
-pub mod workload;
 
 /// Largest code width supported by the packed format.
 pub const MAX_BITS: u8 = 8;

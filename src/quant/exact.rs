@@ -17,7 +17,7 @@
 
 use super::Grid;
 use crate::error::{Error, Result};
-use crate::format::range_coder::{DecoderState, UniformDecoder, UniformEncoder};
+use super::range_coder::{DecoderState, UniformDecoder, UniformEncoder};
 
 /// Maps f32 bits to an integer that increases with the float's value
 /// (`-0.0` just below `+0.0`; NaNs at the ends).

@@ -22,9 +22,11 @@
 
 mod input;
 mod plan;
+mod values;
 
 pub use input::{Channels, Layout, Normalization, PixelTransform};
 pub use plan::{build_plan, Plan};
+pub use values::Values;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -209,9 +209,10 @@ async function ortFirstVisit(m, file) {
 async function kernels() {
   await fresh();
   return h.page.evaluate(async () => {
-    const p2u = await import('/pkg/p2u.js');
-    await p2u.init();
-    const { KernelBench } = await import('/pkg/wasm/p2u_wasm.js');
+    // the bench harness's own wasm (scripts/bench-web.sh): same kernels as the package
+    const bench = await import('/bench/kernel-bench/p2u_bench.js');
+    await bench.default();
+    const { KernelBench } = bench;
     const n = 2400 * 1024;
     const out = [];
     for (const bits of [2, 4, 8]) {

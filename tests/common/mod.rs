@@ -4,9 +4,10 @@
 
 use std::path::{Path, PathBuf};
 
-use p2u::encoder::file_info;
-use p2u::onnx::f32_tensor;
-use p2u::{EncodeOptions, Encoded, ProgressiveModel, RuntimeOptions};
+use p2u_encode::encoder::file_info;
+use p2u_encode::onnx::f32_tensor;
+use p2u::{ProgressiveModel, RuntimeOptions};
+use p2u_encode::{EncodeOptions, Encoded};
 use tract_onnx::pb::{
     attribute_proto::AttributeType, tensor_proto::DataType, AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto,
     TensorProto, ValueInfoProto,
@@ -34,7 +35,7 @@ impl Rng {
 
 pub fn value_info(name: &str, dims: &[i64]) -> ValueInfoProto {
     let dims: Vec<usize> = dims.iter().map(|&d| d as usize).collect();
-    p2u::onnx::value_info(name, DataType::Float, &dims)
+    p2u_encode::onnx::value_info(name, DataType::Float, &dims)
 }
 
 pub fn node(op: &str, inputs: &[&str], output: &str, attrs: Vec<AttributeProto>) -> NodeProto {
@@ -158,7 +159,7 @@ pub fn text_fixture() -> ModelProto {
         t("W", &[16, 32], 0.25),
         t("b", &[32], 0.1),
         t("C", &[32, 4], 0.3),
-        p2u::onnx::int64_tensor("axes1", &[1], &[2]),
+        p2u_encode::onnx::int64_tensor("axes1", &[1], &[2]),
     ];
     let int_input = |name: &str| {
         let mut v = value_info(name, &[1, TEXT_LEN as i64]);
@@ -191,7 +192,7 @@ pub fn half_model(model: &ModelProto, half: DataType) -> ModelProto {
     let constants = g.node.iter_mut().flat_map(|n| &mut n.attribute).filter_map(|a| a.t.as_mut());
     for t in g.initializer.iter_mut().chain(constants) {
         if t.data_type == DataType::Float as i32 {
-            let bits: Vec<u16> = p2u::onnx::tensor_f32(t)
+            let bits: Vec<u16> = p2u_encode::onnx::tensor_f32(t)
                 .unwrap()
                 .into_iter()
                 .map(|v| if half == DataType::Float16 { half::f16::from_f32(v).to_bits() } else { half::bf16::from_f32(v).to_bits() })
@@ -214,7 +215,7 @@ pub fn half_model(model: &ModelProto, half: DataType) -> ModelProto {
 /// `If(cond)`: `relu(x · Wt)` (an initializer of the then-branch) or
 /// `x · We` (a `Constant` of the else-branch), then `· C` in the main graph.
 pub fn branching_model() -> tract_onnx::pb::ModelProto {
-    use p2u::onnx::{f32_tensor, value_info};
+    use p2u_encode::onnx::{f32_tensor, value_info};
     use tract_onnx::pb::{attribute_proto::AttributeType, tensor_proto::DataType, AttributeProto, GraphProto};
     let mut r = Rng(9);
     let mut weights = |name: &str, dims: &[usize]| f32_tensor(name, dims, &(0..dims.iter().product()).map(|_| r.gauss(0.3)).collect::<Vec<_>>());
@@ -248,8 +249,8 @@ pub fn branching_model() -> tract_onnx::pb::ModelProto {
 
 /// Encodes a model held in memory.
 pub fn encode(model: &ModelProto, name: &str, opts: &EncodeOptions) -> Encoded {
-    let bytes = p2u::onnx::encode_model(model);
-    p2u::encode(model, name, file_info(&format!("{name}.onnx"), &bytes), opts, &mut |_| {}).expect("encode")
+    let bytes = p2u_encode::onnx::encode_model(model);
+    p2u_encode::encode(model, name, file_info(&format!("{name}.onnx"), &bytes), opts, &mut |_| {}).expect("encode")
 }
 
 /// A deterministic input tensor.
@@ -291,7 +292,13 @@ pub fn load_base(enc: &Encoded, shape: &[usize]) -> ProgressiveModel {
 pub fn shared_models() -> PathBuf {
     std::env::var_os("P2U_SHARED_MODELS")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/models"))
+        .unwrap_or_else(|| workspace_root().join("../shared/models"))
+}
+
+/// The repository's top (the workspace root), whichever crate's tests run.
+pub fn workspace_root() -> PathBuf {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    here.ancestors().find(|d| d.join("Cargo.lock").exists()).unwrap_or(here).to_path_buf()
 }
 
 /// Where downloaded models are cached (`.ci/fetch-models` fills it).

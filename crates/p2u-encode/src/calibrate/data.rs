@@ -5,100 +5,36 @@
 use tract_onnx::pb::{tensor_proto::DataType, ModelProto};
 use tract_onnx::prelude::Tensor;
 
-use crate::error::{Error, Result};
-use crate::onnx::{declared_inputs, DeclaredInput};
+use p2u::error::{Error, Result};
+use p2u::onnx::{declared_inputs, DeclaredInput};
+pub use p2u::runtime::Values;
 
-/// The values of one input over all items, back to back, row-major.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Values {
-    /// float32.
-    F32(Vec<f32>),
-    /// int64 (e.g. token ids).
-    I64(Vec<i64>),
-    /// int32.
-    I32(Vec<i32>),
-    /// uint8 (e.g. raw pixels).
-    U8(Vec<u8>),
-    /// bool (e.g. masks).
-    Bool(Vec<bool>),
+/// Appends `other` to `values` if both hold the same type.
+fn append(values: &mut Values, other: &Values) -> bool {
+    match (values, other) {
+        (Values::F32(a), Values::F32(b)) => a.extend_from_slice(b),
+        (Values::I64(a), Values::I64(b)) => a.extend_from_slice(b),
+        (Values::I32(a), Values::I32(b)) => a.extend_from_slice(b),
+        (Values::U8(a), Values::U8(b)) => a.extend_from_slice(b),
+        (Values::Bool(a), Values::Bool(b)) => a.extend_from_slice(b),
+        _ => return false,
+    }
+    true
 }
 
-impl Values {
-    /// Number of values.
-    pub fn len(&self) -> usize {
-        match self {
-            Values::F32(v) => v.len(),
-            Values::I64(v) => v.len(),
-            Values::I32(v) => v.len(),
-            Values::U8(v) => v.len(),
-            Values::Bool(v) => v.len(),
-        }
+/// The items `items` (each `item` values long) stacked into a tensor of `shape`.
+fn gather_items(values: &Values, shape: &[usize], items: &[usize], item: usize) -> Tensor {
+    fn gather<T: Copy>(v: &[T], items: &[usize], item: usize) -> Vec<T> {
+        items.iter().flat_map(|&i| v[i * item..(i + 1) * item].iter().copied()).collect()
     }
-
-    /// True if there is no value.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// The ONNX element type name (`float32`, `int64`…).
-    pub fn type_name(&self) -> &'static str {
-        match self {
-            Values::F32(_) => "float32",
-            Values::I64(_) => "int64",
-            Values::I32(_) => "int32",
-            Values::U8(_) => "uint8",
-            Values::Bool(_) => "bool",
-        }
-    }
-
-    fn onnx_type(&self) -> DataType {
-        match self {
-            Values::F32(_) => DataType::Float,
-            Values::I64(_) => DataType::Int64,
-            Values::I32(_) => DataType::Int32,
-            Values::U8(_) => DataType::Uint8,
-            Values::Bool(_) => DataType::Bool,
-        }
-    }
-
-    fn extend(&mut self, other: &Values) -> bool {
-        match (self, other) {
-            (Values::F32(a), Values::F32(b)) => a.extend_from_slice(b),
-            (Values::I64(a), Values::I64(b)) => a.extend_from_slice(b),
-            (Values::I32(a), Values::I32(b)) => a.extend_from_slice(b),
-            (Values::U8(a), Values::U8(b)) => a.extend_from_slice(b),
-            (Values::Bool(a), Values::Bool(b)) => a.extend_from_slice(b),
-            _ => return false,
-        }
-        true
-    }
-
-    /// All values as one tensor of `shape` (its element count must match).
-    pub fn into_tensor(self, shape: &[usize]) -> Result<Tensor> {
-        let t = match self {
-            Values::F32(v) => Tensor::from_shape(shape, &v),
-            Values::I64(v) => Tensor::from_shape(shape, &v),
-            Values::I32(v) => Tensor::from_shape(shape, &v),
-            Values::U8(v) => Tensor::from_shape(shape, &v),
-            Values::Bool(v) => Tensor::from_shape(shape, &v),
-        };
-        t.map_err(|e| Error::Invalid(format!("values for shape {shape:?}: {e}")))
-    }
-
-    /// The items `items` (each `item` values long) stacked into a tensor of `shape`.
-    fn tensor(&self, shape: &[usize], items: &[usize], item: usize) -> Tensor {
-        fn gather<T: Copy>(v: &[T], items: &[usize], item: usize) -> Vec<T> {
-            items.iter().flat_map(|&i| v[i * item..(i + 1) * item].iter().copied()).collect()
-        }
-        let t = match self {
-            Values::F32(v) => Tensor::from_shape(shape, &gather(v, items, item)),
-            Values::I64(v) => Tensor::from_shape(shape, &gather(v, items, item)),
-            Values::I32(v) => Tensor::from_shape(shape, &gather(v, items, item)),
-            Values::U8(v) => Tensor::from_shape(shape, &gather(v, items, item)),
-            Values::Bool(v) => Tensor::from_shape(shape, &gather(v, items, item)),
-        };
-        t.expect("sizes checked in Calibration::from_inputs")
-    }
+    let t = match values {
+        Values::F32(v) => Tensor::from_shape(shape, &gather(v, items, item)),
+        Values::I64(v) => Tensor::from_shape(shape, &gather(v, items, item)),
+        Values::I32(v) => Tensor::from_shape(shape, &gather(v, items, item)),
+        Values::U8(v) => Tensor::from_shape(shape, &gather(v, items, item)),
+        Values::Bool(v) => Tensor::from_shape(shape, &gather(v, items, item)),
+    };
+    t.expect("sizes checked in Calibration::from_inputs")
 }
 
 /// Calibration values of one model input.
@@ -200,7 +136,7 @@ impl Calibration {
             return Err(Error::Invalid(format!("calibration items {self:?} and {other:?} cannot be mixed")));
         }
         for (a, b) in self.inputs.iter_mut().zip(&other.inputs) {
-            if !a.values.extend(&b.values) {
+            if !append(&mut a.values, &b.values) {
                 return Err(Error::Invalid(format!(
                     "calibration values of {} are {} in one part and {} in another",
                     a.label(),
@@ -321,7 +257,7 @@ impl Bound<'_> {
                     .map(|i| {
                         let mut shape = vec![items.len()];
                         shape.extend_from_slice(&i.item_dims);
-                        i.values.tensor(&shape, items, i.item_len())
+                        gather_items(&i.values, &shape, items, i.item_len())
                     })
                     .collect()
             })

@@ -2,7 +2,7 @@
 //! the thread count (one thread where there is one core, and on wasm32 where
 //! threads cannot be spawned).
 
-use crate::error::Result;
+use p2u::error::Result;
 
 /// Worker threads to use: the available cores, at most 8; 1 on wasm32.
 pub fn threads() -> usize {

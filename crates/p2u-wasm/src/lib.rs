@@ -1,16 +1,22 @@
-//! The JavaScript bindings (wasm32 only): a thin wasm-bindgen layer over
-//! [`ProgressiveModel`]. Fetching, streaming, caching and scheduling live in
-//! the npm package's JS (`pkg/p2u.js`); this layer only moves bytes and
-//! tensors across and turns [`Error`]s into JS `Error`s with a `kind`.
+//! # p2u-wasm — the browser bindings of p2u
+//!
+//! A thin wasm-bindgen layer over [`ProgressiveModel`], built only for
+//! `wasm32-unknown-unknown` (elsewhere the crate is empty); the npm
+//! package's wasm is this crate's cdylib. Fetching, streaming, caching
+//! and scheduling live in the npm package's JS (`pkg/p2u.js`); this layer
+//! only moves bytes and tensors across and turns [`Error`]s into JS
+//! `Error`s with a `kind`.
+
+#![deny(missing_docs)]
+#![cfg(all(target_arch = "wasm32", target_os = "unknown"))]
 
 use js_sys::{Array, BigInt64Array, Float32Array, Int32Array, Object, Reflect, Uint8Array};
 use tract_onnx::prelude::{DatumType, Tensor};
 use wasm_bindgen::prelude::*;
 
-use crate::calibrate::Values;
-use crate::error::Error;
-use crate::format::expected_hash;
-use crate::runtime::{build_plan, Channels, Layout, Normalization, PixelTransform, Plan, ProgressiveModel, RuntimeOptions, StageStatus};
+use p2u::error::Error;
+use p2u::format::expected_hash;
+use p2u::runtime::{build_plan, Channels, Layout, Normalization, PixelTransform, Plan, ProgressiveModel, RuntimeOptions, StageStatus, Values};
 
 /// Installs the panic hook (a panic would be a bug: errors are returned).
 #[wasm_bindgen(start)]
@@ -43,7 +49,7 @@ fn status_object(s: StageStatus) -> Object {
 /// `[{ name, type, shape }]` as onnxruntime-web's `inputMetadata`: `shape`
 /// holds numbers for fixed dimensions and the symbol's name (or `null`)
 /// for dynamic ones; `dims` (inputs) is the shape the plan runs with.
-fn metadata_array(values: &[crate::onnx::DeclaredInput], plan_shapes: &[Option<Vec<usize>>]) -> Array {
+fn metadata_array(values: &[p2u::onnx::DeclaredInput], plan_shapes: &[Option<Vec<usize>>]) -> Array {
     values
         .iter()
         .enumerate()
@@ -184,7 +190,7 @@ fn outputs_array(outputs: &[Tensor], names: &[String]) -> Result<Array, JsValue>
 #[wasm_bindgen(js_name = WasmPlainModel)]
 pub struct WasmPlainModel {
     plan: Plan,
-    inputs: Vec<crate::onnx::DeclaredInput>,
+    inputs: Vec<p2u::onnx::DeclaredInput>,
     output_names: Vec<String>,
 }
 
@@ -193,10 +199,10 @@ impl WasmPlainModel {
     /// Parses and optimises `onnx` (input shapes as in [`WasmModel::new`]).
     #[wasm_bindgen(constructor)]
     pub fn new(onnx: &[u8], input_dims: &[u32], input_ranks: &[u32]) -> Result<WasmPlainModel, JsValue> {
-        let proto = crate::onnx::decode_model(onnx).map_err(js_error)?;
+        let proto = p2u::onnx::decode_model(onnx).map_err(js_error)?;
         let plan = build_plan(&proto, &runtime_options(input_dims, input_ranks)?).map_err(js_error)?;
-        let inputs = crate::onnx::declared_inputs(&proto).map_err(js_error)?;
-        let output_names = crate::onnx::declared_outputs(&proto).map_err(js_error)?.into_iter().map(|o| o.name).collect();
+        let inputs = p2u::onnx::declared_inputs(&proto).map_err(js_error)?;
+        let output_names = p2u::onnx::declared_outputs(&proto).map_err(js_error)?.into_iter().map(|o| o.name).collect();
         Ok(WasmPlainModel { plan, inputs, output_names })
     }
 
@@ -347,7 +353,7 @@ impl WasmModel {
     /// True when inference is served from a plan with constant weights.
     #[wasm_bindgen(getter, js_name = constantPlan)]
     pub fn constant_plan(&self) -> bool {
-        self.model.serving() == crate::runtime::Serving::Constants
+        self.model.serving() == p2u::runtime::Serving::Constants
     }
 
     /// Runs the model on one f32 input.
@@ -464,25 +470,5 @@ impl WasmModel {
         }
         set(&result, "outputs", outputs);
         Ok(result)
-    }
-}
-
-/// The dequantize-and-add kernel on the synthetic data of
-/// [`crate::kernels::workload::Workload`], for the browser benchmark: JS
-/// times [`KernelBench::run`] with its own clock.
-#[wasm_bindgen(js_name = KernelBench)]
-pub struct KernelBench(crate::kernels::workload::Workload);
-
-#[wasm_bindgen(js_class = KernelBench)]
-impl KernelBench {
-    /// `n` weights (a multiple of 1024) in 1024-wide rows with per-row scales.
-    #[wasm_bindgen(constructor)]
-    pub fn new(bits: u8, n: u32) -> Result<KernelBench, JsValue> {
-        crate::kernels::workload::Workload::new(bits, n as usize).map(KernelBench).map_err(js_error)
-    }
-
-    /// One pass over all weights, with the simd128 kernel or the scalar one.
-    pub fn run(&mut self, simd: bool) {
-        self.0.run(if simd { crate::kernels::Path::Simd } else { crate::kernels::Path::Scalar });
     }
 }

@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use tract_onnx::pb::{tensor_proto::DataType, GraphProto, ModelProto, NodeProto, TensorProto};
 
 use super::element_count;
-use crate::error::{Error, Result};
+use p2u::error::{Error, Result};
 
 /// A weight lifted out of a subgraph.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -28,7 +28,7 @@
 use tract_onnx::pb::{tensor_proto::DataType, ModelProto, NodeProto};
 
 use super::data::{Calibration, InputData, Origin, Values};
-use crate::error::{Error, Result};
+use p2u::error::{Error, Result};
 use crate::onnx;
 use crate::onnx::{declared_inputs, DeclaredInput};
 

@@ -17,9 +17,9 @@ use image::imageops::FilterType;
 use tract_onnx::pb::{tensor_proto::DataType, ModelProto};
 
 use super::data::{Calibration, InputData, Origin, Values};
-use crate::error::{Error, Result};
+use p2u::error::{Error, Result};
 use crate::onnx::{declared_inputs, DeclaredInput};
-pub use crate::runtime::{Channels, Layout, PixelTransform};
+pub use p2u::runtime::{Channels, Layout, PixelTransform};
 
 /// How an image becomes one input item; every field is optional.
 #[derive(Clone, Debug, Default, PartialEq, serde::Deserialize)]

@@ -14,7 +14,7 @@
 use tract_onnx::pb::{tensor_proto::DataType, type_proto, AttributeProto, GraphProto, ModelProto, TensorProto, TypeProto};
 
 use super::f32_tensor;
-use crate::error::{Error, Result};
+use p2u::error::{Error, Result};
 
 const HALF: [DataType; 2] = [DataType::Float16, DataType::Bfloat16];
 
@@ -48,26 +48,6 @@ pub fn has_half(m: &ModelProto) -> bool {
     m.graph.as_ref().is_some_and(graph)
 }
 
-/// The f32 upcasts of a float16 or bfloat16 tensor's values (raw data, or
-/// `int32_data` holding the 16 bits per value).
-pub fn half_values(t: &TensorProto) -> Result<Vec<f32>> {
-    let bf16 = t.data_type == DataType::Bfloat16 as i32;
-    if !(bf16 || t.data_type == DataType::Float16 as i32) {
-        return Err(Error::Onnx(format!("tensor {:?} is not FLOAT16 or BFLOAT16", t.name)));
-    }
-    let bits: Vec<u16> = if !t.raw_data.is_empty() {
-        t.raw_data.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect()
-    } else {
-        t.int32_data.iter().map(|&v| v as u16).collect()
-    };
-    let n: usize = super::dims_of(t)?.iter().product();
-    if bits.len() != n {
-        return Err(Error::Onnx(format!("tensor {:?}: {} values for {n} elements", t.name, bits.len())));
-    }
-    let up = |b: u16| if bf16 { half::bf16::from_bits(b).to_f32() } else { half::f16::from_bits(b).to_f32() };
-    Ok(bits.into_iter().map(up).collect())
-}
-
 fn widen_tensor(t: &mut TensorProto) -> Result<bool> {
     if !is_half(t.data_type) {
         return Ok(false);
@@ -75,8 +55,8 @@ fn widen_tensor(t: &mut TensorProto) -> Result<bool> {
     if t.data_location == Some(1) || !t.external_data.is_empty() {
         return Err(Error::Unsupported(format!("tensor {:?}: float16 external data (load it into the model first)", t.name)));
     }
-    let values = half_values(t)?;
-    let dims = super::dims_of(t)?;
+    let values = p2u::onnx::tensor_f32(t)?;
+    let dims = p2u::onnx::dims_of(t)?;
     let mut wide = f32_tensor(&t.name, &dims, &values);
     wide.doc_string = std::mem::take(&mut t.doc_string);
     *t = wide;

@@ -19,10 +19,10 @@ use std::f32::consts::{FRAC_1_SQRT_2, SQRT_2};
 use std::sync::Arc;
 
 use crate::calibrate::{self, Calibration, Origin, SyntheticSpec};
-use crate::error::{Error, Result};
-use crate::format::manifest::{FileInfo, Manifest, StageInfo, TensorInfo, MANIFEST_VERSION};
-use crate::format::stream::{Chunk, Stage, StageKind, StreamHeader, TensorEntry};
-use crate::format::{chunk_digest, hex, payload, sha256, tensor_hash, weights_hash, Hash};
+use p2u::error::{Error, Result};
+use p2u::format::manifest::{FileInfo, Manifest, StageInfo, TensorInfo, MANIFEST_VERSION};
+use p2u::format::stream::{Chunk, Stage, StageKind, StreamHeader, TensorEntry};
+use p2u::format::{chunk_digest, hex, payload, sha256, tensor_hash, weights_hash, Hash};
 use crate::onnx::{self, BaseWeight, Weight};
 use crate::quant::gptq::{self, Factor};
 use crate::quant::{self, apply_codes, exact, BaseCode, ErrorStats, Grid, InputStats, Precision, StageCodes};
@@ -443,7 +443,7 @@ fn prepare(model: &ModelProto, opts: &EncodeOptions, notes: &mut Vec<String>) ->
         if owners.len() > 3 {
             owners_text.push_str(", …");
         }
-        crate::runtime::build_plan(&m, &crate::RuntimeOptions { input_shapes, ..Default::default() }).map_err(|e| {
+        p2u::runtime::build_plan(&m, &p2u::RuntimeOptions { input_shapes, ..Default::default() }).map_err(|e| {
             let weights = match hoisted.len() {
                 0 => String::new(),
                 n => {

@@ -1,8 +1,8 @@
-//! `p2u bench --curve DIR`: accuracy against cumulative bytes received, for
+//! `p2u-bench --curve DIR`: accuracy against cumulative bytes received, for
 //! the p2u stream (measured at about `--points` byte positions and at every
 //! stage end), for p2u bases alone at 2, 3 and 4 bits, and for direct
 //! min/max quantization of the same model at 2..=8 bits. Base bytes are
-//! counted as served ([`p2u::encoder::budget::served_bytes`]: codes at
+//! counted as served ([`p2u_encode::encoder::budget::served_bytes`]: codes at
 //! their entropy-coded size), for p2u and direct alike. Prints the table,
 //! whether p2u is at or above direct quantization at each direct point's
 //! budget, and writes `DIR/NAME.curve.csv` and `DIR/NAME.curve.svg`.
@@ -11,7 +11,9 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use p2u::format::stream::read_all;
-use p2u::{EncodeOptions, Error, ProgressiveModel, Result, RuntimeOptions};
+use p2u::{Error, ProgressiveModel, Result, RuntimeOptions};
+use p2u_cli::say;
+use p2u_encode::EncodeOptions;
 
 use crate::bench::{accuracy, base_only, predict, EvalSet};
 
@@ -36,7 +38,7 @@ pub fn curve(
 ) -> Result<()> {
     let labels = eval.labels.as_ref().ok_or_else(|| Error::Invalid(format!("{name}: the curve needs labelled data")))?;
     let score = |m: &mut ProgressiveModel| predict(m, eval).map(|p| accuracy(&p, labels));
-    let enc = p2u::encode(model, name, info.clone(), opts, &mut |_| {})?;
+    let enc = p2u_encode::encode(model, name, info.clone(), opts, &mut |_| {})?;
     let (header, chunks) = read_all(&enc.stream)?;
     let frames: u64 = chunks.iter().map(|c| c.frame_len() as u64).sum();
     let mut received = served_size(&enc) + enc.stream.len() as u64 - frames;
@@ -66,7 +68,7 @@ pub fn curve(
     }
     let mut direct = vec![];
     for bits in 2u8..=8 {
-        let min_max = EncodeOptions { clipping: p2u::Clipping::MinMax, ..EncodeOptions::uniform(bits) };
+        let min_max = EncodeOptions { clipping: p2u_encode::Clipping::MinMax, ..EncodeOptions::uniform(bits) };
         let (q, mut m) = base_only(model, name, &info, &min_max, bits, rt)?;
         direct.push(Point { bytes: served_size(&q), accuracy: score(&mut m)?, label: format!("{bits} bit") });
     }
@@ -99,7 +101,7 @@ pub fn curve(
 
 /// The base file's size as served: each tensor's codes, scales and zero
 /// points at their served size, the rest of the file as stored.
-fn served_size(enc: &p2u::Encoded) -> u64 {
+fn served_size(enc: &p2u_encode::Encoded) -> u64 {
     let (stored, served) = enc.manifest.tensors.iter().fold((0u64, 0u64), |(s, v), t| (s + t.bytes[0], v + t.base_served_bytes));
     enc.base.len() as u64 - stored + served
 }

@@ -1,4 +1,4 @@
-//! `p2u bench`: bytes per stage against fp32 and `zstd -19`, accuracy per
+//! `p2u-bench`: bytes per stage against fp32 and `zstd -19`, accuracy per
 //! stage against plain min/max round-to-nearest, encode time, kernel
 //! throughput, and per-tensor apply time against a full tract rebuild.
 //! Every figure is measured in this run; ratios compare against baselines
@@ -7,13 +7,16 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use p2u::calibrate::Calibration;
+use p2u_cli::flags::{encode_options, EncodeFlags};
+use p2u_cli::say;
+use p2u_encode::calibrate::Calibration;
+use p2u_encode::EncodeOptions;
 use p2u::format::manifest::FileInfo;
 use p2u::format::stream::read_all;
-use p2u::kernels::workload::Workload;
+use p2u_bench::workload::Workload;
 use p2u::kernels::Path as KernelPath;
 use p2u::runtime::build_plan;
-use p2u::{onnx, EncodeOptions, Error, ProgressiveModel, Result, RuntimeOptions};
+use p2u::{onnx, Error, ProgressiveModel, Result, RuntimeOptions};
 use tract_onnx::prelude::Tensor;
 
 /// Labelled (or reference-only) evaluation data, already batched, and the
@@ -230,9 +233,9 @@ fn bench_model(m: &BenchModel, data_dir: &Path, limit: usize, calibration_items:
     let opts = &eval.as_ref().map_or_else(|| opts.clone(), |e| e.calibrated(opts));
     let original_bytes = read(&m.path)?;
     let model = onnx::load_model(&m.path)?;
-    let info = p2u::encoder::file_info(m.name, &original_bytes);
+    let info = p2u_encode::encoder::file_info(m.name, &original_bytes);
     let t = Instant::now();
-    let enc = p2u::encode(&model, m.name, info.clone(), opts, &mut |_| {})?;
+    let enc = p2u_encode::encode(&model, m.name, info.clone(), opts, &mut |_| {})?;
     let encode_s = t.elapsed().as_secs_f64();
     let fp32 = original_bytes.len() as f64;
     let zstd = zstd19(&m.path);
@@ -313,7 +316,7 @@ fn bench_model(m: &BenchModel, data_dir: &Path, limit: usize, calibration_items:
                 &model,
                 m.name,
                 &info,
-                &EncodeOptions { clipping: p2u::Clipping::MinMax, ..EncodeOptions::uniform(4) },
+                &EncodeOptions { clipping: p2u_encode::Clipping::MinMax, ..EncodeOptions::uniform(4) },
                 bits,
                 &rt,
             )?;
@@ -335,10 +338,10 @@ pub fn base_only(
     opts: &EncodeOptions,
     bits: u8,
     rt: &RuntimeOptions,
-) -> Result<(p2u::Encoded, ProgressiveModel)> {
-    let base_budget = opts.base_budget.map(|_| p2u::encoder::BaseBudget::BitsPerWeight(bits as f32));
+) -> Result<(p2u_encode::Encoded, ProgressiveModel)> {
+    let base_budget = opts.base_budget.map(|_| p2u_encode::encoder::BaseBudget::BitsPerWeight(bits as f32));
     let o = EncodeOptions { base_bits: bits, refine_bits: vec![], base_budget, ..opts.clone() };
-    let enc = p2u::encode(model, name, info.clone(), &o, &mut |_| {})?;
+    let enc = p2u_encode::encode(model, name, info.clone(), &o, &mut |_| {})?;
     let live = ProgressiveModel::from_base(&enc.base, rt.clone())?;
     Ok((enc, live))
 }
@@ -366,7 +369,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// Per-tensor apply time (largest tensor) against a full tract rebuild, and
 /// inference time of the refining plan against the final constant plan.
-fn apply_vs_rebuild(enc: &p2u::Encoded, rt: &RuntimeOptions) -> Result<()> {
+fn apply_vs_rebuild(enc: &p2u_encode::Encoded, rt: &RuntimeOptions) -> Result<()> {
     let (largest, info) = enc
         .manifest
         .tensors
@@ -442,8 +445,9 @@ fn kernel_throughput(n: usize) -> Result<()> {
     Ok(())
 }
 
-/// `p2u bench`.
-#[derive(clap::Args)]
+/// `p2u-bench`: the benchmark's arguments.
+#[derive(clap::Parser)]
+#[command(name = "p2u-bench", about = "The p2u benchmark: bytes per stage vs fp32 and zstd -19, accuracy per stage, kernel throughput and apply time; with --curve, accuracy vs bytes received for p2u and direct quantization")]
 pub struct BenchCmd {
     /// The benchmark models and their evaluation data.
     #[arg(long, value_name = "DIR", default_value = "../shared/models")]
@@ -467,7 +471,7 @@ pub struct BenchCmd {
     #[arg(long, value_name = "N", default_value_t = 12)]
     points: usize,
     #[command(flatten)]
-    flags: crate::EncodeFlags,
+    flags: EncodeFlags,
 }
 
 /// Runs the benchmark.
@@ -476,7 +480,7 @@ pub fn run(a: BenchCmd) -> Result<()> {
         return Err(Error::Invalid("bench calibrates on held-out test images: use --calibration-items N".into()));
     }
     let calibration_items = a.calibration_items;
-    let opts = crate::encode_options(&a.flags, None)?;
+    let opts = encode_options(&a.flags, None)?;
     let models_dir = a.models.clone();
     let cache = a
         .cache
@@ -514,7 +518,7 @@ pub fn run(a: BenchCmd) -> Result<()> {
             }
             say!("\n=== curve: {} ===", m.name);
             let bytes = read(&m.path)?;
-            let info = p2u::encoder::file_info(m.name, &bytes);
+            let info = p2u_encode::encoder::file_info(m.name, &bytes);
             let rt = options_for(&eval, eval.batches[0].shape()[0]);
             crate::curve::curve(m.name, &onnx::load_model(&m.path)?, info, &eval.calibrated(&opts), &eval, &rt, points, dir)?;
         }

@@ -19,7 +19,7 @@
 use tract_onnx::pb::{self, attribute_proto::AttributeType, AttributeProto, ModelProto, NodeProto, TensorProto};
 
 use super::{f32_tensor, int64_tensor, int_attr, opset, REDUCE_OPS};
-use crate::error::{Error, Result};
+use p2u::error::{Error, Result};
 
 /// Oldest opset [`upgrade`] converts from.
 pub const OLDEST_OPSET: i64 = 7;

@@ -1,6 +1,7 @@
 //! The `p2u` command line on real files: encode (single-file and external
 //! data), inspect, export, verify, and clear errors for unsupported models.
 
+#[path = "../../../tests/common/mod.rs"]
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -34,7 +35,7 @@ fn scratch(name: &str) -> PathBuf {
 
 fn write_model(dir: &Path, name: &str, m: &tract_onnx::pb::ModelProto) -> PathBuf {
     let p = dir.join(name);
-    std::fs::write(&p, p2u::onnx::encode_model(m)).unwrap();
+    std::fs::write(&p, p2u_encode::onnx::encode_model(m)).unwrap();
     p
 }
 
@@ -61,16 +62,16 @@ fn encode_inspect_export_verify() {
     let final_onnx = dir.join("final.onnx");
     let o = p2u(&[&"export", &out, &"--stage", &"3", &"-o", &final_onnx]);
     assert!(o.status.success(), "{}", text(&o));
-    let exported = p2u::onnx::load_model(&final_onnx).unwrap();
-    let orig = p2u::onnx::extract_weights(&fixture_model(), 1).unwrap();
-    let got = p2u::onnx::extract_weights(&exported, 1).unwrap();
+    let exported = p2u_encode::onnx::load_model(&final_onnx).unwrap();
+    let orig = p2u_encode::onnx::extract_weights(&fixture_model(), 1).unwrap();
+    let got = p2u_encode::onnx::extract_weights(&exported, 1).unwrap();
     for w in &orig {
         let g = got.iter().find(|g| g.name == w.name).unwrap_or_else(|| panic!("{} missing", w.name));
         assert_eq!(g.values.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), w.values.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
     }
     let stage0 = dir.join("stage0.onnx");
     assert!(p2u(&[&"export", &out, &"--stage", &"0", &"-o", &stage0]).status.success());
-    let s0 = p2u::onnx::extract_weights(&p2u::onnx::load_model(&stage0).unwrap(), 1).unwrap();
+    let s0 = p2u_encode::onnx::extract_weights(&p2u_encode::onnx::load_model(&stage0).unwrap(), 1).unwrap();
     let w1 = s0.iter().find(|w| w.name == "W1").unwrap();
     assert_ne!(w1.values, orig.iter().find(|w| w.name == "W1").unwrap().values, "stage 0 is the 4-bit base");
     assert!(!p2u(&[&"export", &out, &"--stage", &"9", &"-o", &stage0]).status.success());
@@ -174,8 +175,8 @@ fn dynamic_batch_models_verify_export_and_run_at_any_batch() {
     let exported = dir.join("s0.onnx");
     let o = p2u(&[&"export", &out, &"--stage", &"0", &"-o", &exported]);
     assert!(o.status.success(), "{}", text(&o));
-    let e = p2u::onnx::load_model(&exported).unwrap();
-    let inputs = p2u::onnx::declared_inputs(&e).unwrap();
+    let e = p2u_encode::onnx::load_model(&exported).unwrap();
+    let inputs = p2u_encode::onnx::declared_inputs(&e).unwrap();
     assert_eq!(inputs[0].dims, [None, Some(8), Some(16), Some(16)]);
     assert_eq!(inputs[0].symbols[0].as_deref(), Some("N"));
     // run at batch 3, exact stage: the fp32 original's outputs, bit for bit
@@ -197,7 +198,7 @@ fn input_shape_gives_synthetic_inputs_the_shape_a_dynamic_model_needs() {
     // a symbolic H and W that a Reshape pins to 16 × 16
     let mut r = Rng(8);
     let w: Vec<f32> = (0..2048 * 16).map(|_| r.gauss(0.05)).collect();
-    let shape = p2u::onnx::f32_tensor("shape", &[], &[]);
+    let shape = p2u_encode::onnx::f32_tensor("shape", &[], &[]);
     let shape = tract_onnx::pb::TensorProto {
         dims: vec![2],
         data_type: DataType::Int64 as i32,
@@ -207,7 +208,7 @@ fn input_shape_gives_synthetic_inputs_the_shape_a_dynamic_model_needs() {
     let m = model(
         "pinned",
         vec![node("Reshape", &["x", "shape"], "flat", vec![]), node("MatMul", &["flat", "W"], "y", vec![])],
-        vec![shape, p2u::onnx::f32_tensor("W", &[2048, 16], &w)],
+        vec![shape, p2u_encode::onnx::f32_tensor("W", &[2048, 16], &w)],
         vec![symbolic("x", &[Some(1), Some(8), None, None])],
         vec![value_info("y", &[1, 16])],
     );
@@ -254,7 +255,7 @@ fn run_takes_named_typed_inputs_and_writes_every_output_as_npy() {
     assert_eq!(j["exact"], true);
     assert_eq!(j["outputs"][0]["name"], "y");
     assert_eq!(j["outputs"][0]["dims"], serde_json::json!([1, 4]));
-    let (dims, values) = p2u::calibrate::data::read_npy_array(&std::fs::read(ys.join("y.npy")).unwrap(), "y.npy").unwrap();
+    let (dims, values) = p2u_encode::calibrate::data::read_npy_array(&std::fs::read(ys.join("y.npy")).unwrap(), "y.npy").unwrap();
     assert_eq!(dims, [1, 4]);
     let shape = [1, TEXT_LEN];
     let reference = p2u::runtime::build_plan(&m, &p2u::RuntimeOptions { input_shapes: vec![shape.to_vec(); 2], ..Default::default() })
@@ -264,7 +265,7 @@ fn run_takes_named_typed_inputs_and_writes_every_output_as_npy() {
             tract_onnx::prelude::Tensor::from_shape(&shape, &mask).unwrap(),
         ])
         .unwrap();
-    let p2u::calibrate::Values::F32(got) = values else { panic!("y.npy is float32") };
+    let p2u_encode::calibrate::Values::F32(got) = values else { panic!("y.npy is float32") };
     assert_eq!(got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), output_bits(&reference), "the original's outputs, bit for bit");
     // what a wrong call gets
     let unnamed_f32 = dir.join("x.f32");
@@ -305,7 +306,7 @@ fn unsupported_models_get_a_clear_message() {
     w.data_type = DataType::Int8 as i32;
     w.raw_data = (0..count).map(|i| (i % 15) as u8).collect();
     w.float_data.clear();
-    g.initializer.push(p2u::onnx::f32_tensor("W1_scale", &[], &[0.01]));
+    g.initializer.push(p2u_encode::onnx::f32_tensor("W1_scale", &[], &[0.01]));
     let to_float = tract_onnx::pb::AttributeProto { name: "to".into(), i: DataType::Float as i64, ..Default::default() };
     let node = |op: &str, inputs: &[&str], output: &str, attribute| tract_onnx::pb::NodeProto {
         op_type: op.into(),
@@ -320,7 +321,7 @@ fn unsupported_models_get_a_clear_message() {
     // a weight inside a subgraph
     let mut sub = fixture_model();
     let body = tract_onnx::pb::GraphProto {
-        initializer: vec![p2u::onnx::f32_tensor("inner_w", &[64, 64], &vec![0.5; 4096])],
+        initializer: vec![p2u_encode::onnx::f32_tensor("inner_w", &[64, 64], &vec![0.5; 4096])],
         ..Default::default()
     };
     let g = sub.graph.as_mut().unwrap();
@@ -388,37 +389,6 @@ fn calibrated_mixed_precision_encode_from_npy_verifies() {
 }
 
 #[test]
-fn curve_of_resnet_on_fashion_mnist() {
-    let out = scratch("curve");
-    let models = shared_models();
-    require(models.join("resnet_fmnist.onnx"));
-    let o =
-        p2u(&[&"bench", &"--models", &models, &"--only", &"resnet_fmnist", &"--eval-limit", &"300", &"--curve", &out, &"--points", &"4"]);
-    assert!(o.status.success(), "{}", text(&o));
-    let csv = std::fs::read_to_string(out.join("resnet_fmnist.curve.csv")).unwrap();
-    let rows: Vec<Vec<&str>> = csv.lines().skip(1).map(|l| l.split(',').collect()).collect();
-    let p2u_rows: Vec<_> = rows.iter().filter(|r| r[0] == "p2u").collect();
-    let direct: Vec<_> = rows.iter().filter(|r| r[0] == "direct").collect();
-    let bases: Vec<_> = rows.iter().filter(|r| r[0] == "p2u-base").collect();
-    assert!(p2u_rows.len() >= 5, "{csv}");
-    assert_eq!(direct.iter().map(|r| r[3]).collect::<Vec<_>>(), ["2 bit", "3 bit", "4 bit", "5 bit", "6 bit", "7 bit", "8 bit"]);
-    assert_eq!(bases.iter().map(|r| r[3]).collect::<Vec<_>>(), ["2 bit", "3 bit", "4 bit"]);
-    let bytes = |r: &&&Vec<&str>| r[1].parse::<u64>().unwrap();
-    assert!(p2u_rows.windows(2).all(|w| bytes(&&w[0]) < bytes(&&w[1])), "bytes grow along the stream");
-    assert!(direct.windows(2).all(|w| bytes(&&w[0]) < bytes(&&w[1])), "direct bytes grow with the bits");
-    assert_eq!(p2u_rows.last().unwrap()[3], "stage 3");
-    let acc = |r: &&Vec<&str>| r[2].parse::<f64>().unwrap();
-    assert!(acc(p2u_rows.last().unwrap()) > 85.0, "{csv}");
-    // calibrated (GPTQ) 2-bit base against direct 2-bit min/max on the same images
-    assert!(acc(&bases[0]) > acc(&direct[0]) + 20.0, "{csv}");
-    assert!(text(&o).contains("held out for calibration") && text(&o).contains("best p2u within it"), "{}", text(&o));
-    let svg = std::fs::read_to_string(out.join("resnet_fmnist.curve.svg")).unwrap();
-    assert!(svg.starts_with("<svg") && svg.contains("<polyline"), "{svg}");
-    assert_eq!(svg.matches("<circle").count(), p2u_rows.len() + direct.len(), "{svg}");
-    assert_eq!(svg.matches("<rect x=").count(), bases.len(), "{svg}");
-}
-
-#[test]
 fn hostile_manifests_and_closed_pipes_are_errors_not_panics() {
     let dir = scratch("hostile");
     let model = write_model(&dir, "fixture.onnx", &fixture_model());
@@ -471,7 +441,7 @@ fn hostile_manifests_and_closed_pipes_are_errors_not_panics() {
 #[test]
 fn help_usage_errors_quiet_and_json_output() {
     // per-subcommand help is not an error, and says what the flags are
-    for cmd in ["encode", "inspect", "export", "verify", "run", "bench"] {
+    for cmd in ["encode", "inspect", "export", "verify", "run"] {
         let o = p2u(&[&cmd, &"--help"]);
         assert!(o.status.success(), "{cmd} --help: {}", text(&o));
         assert!(String::from_utf8_lossy(&o.stdout).contains(&format!("Usage: p2u {cmd}")), "{}", text(&o));
@@ -512,7 +482,7 @@ fn help_usage_errors_quiet_and_json_output() {
 fn labels_and_model_card_reach_the_manifest() {
     let dir = scratch("labels");
     let model = write_model(&dir, "fixture.onnx", &fixture_model());
-    let classes = p2u::onnx::declared_outputs(&fixture_model()).unwrap()[0].dims.last().copied().flatten().expect("fixed classes");
+    let classes = p2u_encode::onnx::declared_outputs(&fixture_model()).unwrap()[0].dims.last().copied().flatten().expect("fixed classes");
     let labels = dir.join("labels.txt");
     std::fs::write(&labels, (0..classes).map(|i| format!("class {i}\n")).collect::<String>()).unwrap();
     let card = dir.join("card.json");

@@ -15,7 +15,7 @@
 //! the most distortion per extra byte while it still fits (the classic
 //! Lagrangian bit allocation).
 
-use crate::error::{Error, Result};
+use p2u::error::{Error, Result};
 use crate::onnx;
 use crate::quant::StageCodes;
 
@@ -85,7 +85,7 @@ fn huffman_lengths(p: &[f64]) -> Vec<u32> {
 pub fn stored_bytes(codes: &StageCodes) -> u64 {
     let (_, storage) = onnx::storage(codes.bits);
     let groups = codes.scales.len();
-    crate::kernels::packed_len(codes.codes.len(), storage) as u64 + 4 * groups as u64 + crate::kernels::packed_len(groups, storage) as u64
+    p2u::kernels::packed_len(codes.codes.len(), storage) as u64 + 4 * groups as u64 + p2u::kernels::packed_len(groups, storage) as u64
 }
 
 /// Bytes of `elements` weights kept exact (f32) in the base.

@@ -1,11 +1,11 @@
 //! Synthetic work for measuring the dequantize-and-add kernel, so that the
-//! native benchmark (`p2u bench`) and the browser one (`KernelBench`) time
+//! native benchmark (`p2u-bench`) and the browser one (`KernelBench`) time
 //! exactly the same data: `n` weights in rows of 1024 with one scale and
 //! zero point per row, and a fixed pattern of `bits`-bit codes.
 
-use super::Path;
-use crate::error::{Error, Result};
-use crate::quant::{apply_codes_with, Grid};
+use p2u::error::{Error, Result};
+use p2u::kernels::{pack, Path, MAX_BITS};
+use p2u::quant::{apply_codes_with, Grid};
 
 /// Weights, codes and scales ready for repeated kernel passes.
 pub struct Workload {
@@ -20,7 +20,7 @@ pub struct Workload {
 impl Workload {
     /// `n` (a positive multiple of 1024) weights with `bits`-bit codes (1..=8).
     pub fn new(bits: u8, n: usize) -> Result<Self> {
-        if !(1..=super::MAX_BITS).contains(&bits) || n == 0 || !n.is_multiple_of(1024) {
+        if !(1..=MAX_BITS).contains(&bits) || n == 0 || !n.is_multiple_of(1024) {
             return Err(Error::Invalid(format!("kernel workload needs 1..=8 bits and a multiple of 1024 weights, got {bits}, {n}")));
         }
         let grid = Grid::choose(&[n / 1024, 1024], 0, 0);
@@ -28,7 +28,7 @@ impl Workload {
         Ok(Workload {
             grid,
             bits,
-            packed: super::pack(&codes, bits),
+            packed: pack(&codes, bits),
             scales: vec![1e-3; grid.groups()],
             zeros: vec![1 << (bits - 1); grid.groups()],
             weights: vec![0.5; n],

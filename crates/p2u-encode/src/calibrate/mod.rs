@@ -28,10 +28,10 @@ use tract_onnx::pb::{ModelProto, NodeProto};
 use tract_onnx::prelude::tract_ndarray::ArrayView2;
 use tract_onnx::prelude::{Datum, TValue, TVec, Tensor};
 
-use crate::error::{Error, Result};
+use p2u::error::{Error, Result};
 use crate::onnx::{self, Weight};
 use crate::quant::InputStats;
-use crate::runtime::{build_plan, Plan, RuntimeOptions};
+use p2u::runtime::{build_plan, Plan, RuntimeOptions};
 
 /// Items per tract run.
 const BATCH: usize = 32;
