@@ -25,7 +25,7 @@ mod plan;
 mod values;
 
 pub use input::{Channels, Layout, Normalization, PixelTransform};
-pub use plan::{build_plan, Plan};
+pub use plan::{build_plan, build_plan_with_weights, Plan};
 pub use values::Values;
 
 use std::collections::HashMap;
@@ -566,7 +566,15 @@ impl ProgressiveModel {
         if !self.stale {
             return Ok(());
         }
-        self.plan = build_plan(&self.current_model(), &self.options)?;
+        let weights: Vec<(&str, Arc<Tensor>)> = self.tensors.iter().map(|t| (t.name.as_str(), t.values.clone())).collect();
+        self.plan = match build_plan_with_weights(&self.skeleton, &weights, &self.options) {
+            Ok(plan) => plan,
+            Err(e @ Error::Corrupt(_)) => return Err(e),
+            // where weights cannot be graph inputs (a weight that is also an
+            // output, an op tract reads only from a constant), the model
+            // goes to tract with ONNX initializers: one more copy of them
+            Err(_) => build_plan(&self.current_model(), &self.options)?,
+        };
         self.serving = Serving::Constants;
         self.stale = false;
         self.plan_status = self.status();

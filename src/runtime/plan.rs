@@ -147,6 +147,24 @@ fn check_sizes(m: &TypedModel) -> Result<()> {
 /// p2u models and reference models alike, so that comparisons go through
 /// identical code.
 pub fn build_plan(model: &ModelProto, options: &RuntimeOptions) -> Result<Plan> {
+    build(model, options, &[])
+}
+
+/// The plan of `skeleton` (a model without the named weights) with
+/// `weights` baked in as constants that *share* the given tensors: no copy
+/// of the weights is made on the way to tract (no ONNX initializers to
+/// write, parse and convert), so building the final plan costs the packed
+/// copies tract makes and nothing more. The graph tract optimises is the
+/// one [`build_plan`] gets from the skeleton with those weights as
+/// initializers.
+pub fn build_plan_with_weights(skeleton: &ModelProto, weights: &[(&str, Arc<Tensor>)], options: &RuntimeOptions) -> Result<Plan> {
+    let proto = crate::onnx::weights_as_inputs(skeleton, weights.iter().map(|(name, t)| (*name, t.shape())))?;
+    build(&proto, options, weights)
+}
+
+/// [`build_plan`] of `model`, whose last `constants.len()` inputs become
+/// constants holding those tensors before tract analyses it.
+fn build(model: &ModelProto, options: &RuntimeOptions, constants: &[(&str, Arc<Tensor>)]) -> Result<Plan> {
     let shapes = match options.input_shapes.as_slice() {
         [] => declared_shapes(model),
         given => given.to_vec(),
@@ -164,7 +182,21 @@ pub fn build_plan(model: &ModelProto, options: &RuntimeOptions) -> Result<Plan> 
         model
     };
     let mut m = guard("reading the model", || tract_onnx::onnx().model_for_proto_model(model))??;
-    for (i, shape) in shapes.iter().enumerate() {
+    if !constants.is_empty() {
+        let outlets = m.input_outlets()?.to_vec();
+        let own = outlets.len().checked_sub(constants.len()).ok_or_else(|| Error::Engine("more weights than graph inputs".into()))?;
+        for (outlet, (name, t)) in outlets[own..].iter().zip(constants) {
+            let node = m.node_mut(outlet.node);
+            if node.name != format!("{name}{}", crate::onnx::WEIGHT_INPUT_SUFFIX) {
+                return Err(Error::Engine(format!("graph input {:?} is not weight {name:?}", node.name)));
+            }
+            node.op = Box::new(tract_onnx::tract_hir::ops::konst::Const::new(t.clone())?);
+            node.outputs[0].fact = TypedFact::try_from(t.clone())?.into();
+        }
+        m.set_input_outlets(&outlets[..own])?;
+    }
+    let free_inputs = m.input_outlets()?.len();
+    for (i, shape) in shapes.iter().take(free_inputs).enumerate() {
         let dt = m.input_fact(i)?.datum_type().unwrap_or(f32::datum_type());
         m = m.with_input_fact(i, InferenceFact::dt_shape(dt, shape))?;
     }
