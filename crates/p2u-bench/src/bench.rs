@@ -401,9 +401,13 @@ fn apply_vs_rebuild(enc: &p2u_encode::Encoded, rt: &RuntimeOptions) -> Result<()
             per_stage.push((chunk.stage, chunk.bits, s.elapsed().as_secs_f64() * 1e3));
         }
     }
+    let weight_bytes: usize = enc.manifest.tensors.iter().map(|t| t.dims.iter().product::<usize>() * 4).sum();
     let s = Instant::now();
-    model.refresh()?;
+    let (rebuilt, shared_peak) = crate::heap::peak_growth(|| model.refresh());
+    rebuilt?;
     let final_rebuild_ms = s.elapsed().as_secs_f64() * 1e3;
+    let (plan, initializers_peak) = crate::heap::peak_growth(|| build_plan(&model.current_model(), rt));
+    drop(plan?);
     let constants_ms = time_runs(&mut model)?;
     let mut rebuilds = vec![];
     for _ in 0..3 {
@@ -416,6 +420,11 @@ fn apply_vs_rebuild(enc: &p2u_encode::Encoded, rt: &RuntimeOptions) -> Result<()
     for (stage, bits, ms) in per_stage {
         say!("  stage {stage} ({} bits): {ms:.2} ms = {:.4}× rebuild", bits, ms / rebuild_ms);
     }
+    say!(
+        "final rebuild's peak heap: {:.2}× the weights with the live weights shared as constants, {:.2}× through ONNX initializers",
+        shared_peak as f64 / weight_bytes as f64,
+        initializers_peak as f64 / weight_bytes as f64
+    );
     say!(
         "inference {:?}: refining plan (weights as inputs) {refining_ms:.2} ms, final constant plan {constants_ms:.2} ms ({:.2}×); switch to the final plan {final_rebuild_ms:.1} ms",
         rt.input_shapes[0],

@@ -3,6 +3,10 @@
 
 mod bench;
 mod curve;
+mod heap;
+
+#[global_allocator]
+static HEAP: heap::Counting = heap::Counting;
 
 use std::process::ExitCode;
 
