@@ -684,8 +684,8 @@ pub const WHOLE_MIN_SAVING: u64 = 4096;
 
 /// Whether `w` costs fewer bytes sent whole in the base than progressively,
 /// by at least what that adds to the base and at least
-/// [`WHOLE_MIN_SAVING`]: its f32 values compressed as a server sends them
-/// (measured with deflate, which only overstates brotli) against its
+/// [`WHOLE_MIN_SAVING`]: its f32 values as a server sends them (brotli,
+/// measured at a quick quality, which only overstates them) against its
 /// base codes as served plus every stream chunk. The preview grows only
 /// where the model as a whole arrives sooner by more: a tensor of few
 /// distinct values, such as an STFT basis (the base then exceeds its
@@ -697,10 +697,15 @@ fn cheaper_whole(w: &Weight, e: &EncodedTensor) -> bool {
     whole < progressive && progressive - whole >= whole.saturating_sub(base).max(WHOLE_MIN_SAVING)
 }
 
-/// Deflate-compressed size of `values` as little-endian f32 (level 6).
+/// Brotli-compressed size of `values` as little-endian f32 (quality 5).
 fn whole_bytes(values: &[f32]) -> u64 {
     let raw: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-    miniz_oxide::deflate::compress_to_vec(&raw, 6).len() as u64
+    let params = brotli::enc::BrotliEncoderParams { quality: 5, lgwin: 22, ..Default::default() };
+    let mut out = Vec::new();
+    match brotli::BrotliCompress(&mut raw.as_slice(), &mut out, &params) {
+        Ok(_) => out.len() as u64,
+        Err(_) => raw.len() as u64,
+    }
 }
 
 /// What the encode does once the options met the model: measured or not,
