@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use common::*;
@@ -24,13 +24,6 @@ fn fmnist() -> (Vec<u8>, Vec<u8>) {
     let bytes = std::fs::read(require(shared_models().join("fmnist_test.bin"))).unwrap();
     let (images, labels) = bytes.split_at(10_000 * 784);
     (images.to_vec(), labels.to_vec())
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("p2u-images-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 fn resnet() -> tract_onnx::pb::ModelProto {

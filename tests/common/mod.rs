@@ -288,6 +288,19 @@ pub fn load_base(enc: &Encoded, shape: &[usize]) -> ProgressiveModel {
     ProgressiveModel::from_base(&enc.base, RuntimeOptions { input_shapes: vec![shape.to_vec()], ..Default::default() }).expect("base loads")
 }
 
+/// A fresh scratch directory for one test (`name` unique per test binary).
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("p2u-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A finished command's stdout then stderr, as text (for assertions).
+pub fn output_text(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr)
+}
+
 /// Where `../shared/models` is (override with `P2U_SHARED_MODELS`).
 pub fn shared_models() -> PathBuf {
     std::env::var_os("P2U_SHARED_MODELS")

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use p2u_cli::flags::{encode_options, EncodeFlags};
-use p2u_cli::say;
+use p2u_cli::{read_file as read, say};
 use p2u_encode::calibrate::Calibration;
 use p2u_encode::EncodeOptions;
 use p2u::format::manifest::FileInfo;
@@ -90,10 +90,6 @@ struct BenchModel {
 
 const MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 const STD: [f32; 3] = [0.229, 0.224, 0.225];
-
-fn read(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))
-}
 
 /// The 10k Fashion-MNIST test images (28×28 bytes each) and labels.
 fn fmnist(dir: &Path) -> Result<(Vec<Vec<u8>>, Vec<usize>)> {

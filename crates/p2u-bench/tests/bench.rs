@@ -5,7 +5,6 @@
 #[path = "../../../tests/common/mod.rs"]
 mod common;
 
-use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use common::*;
@@ -14,23 +13,13 @@ fn bench(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_p2u-bench")).args(args.iter().map(|a| a.as_ref())).output().expect("p2u-bench runs")
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("p2u-bench-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn text(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr)
-}
-
 #[test]
 fn help_and_usage_errors() {
     let o = bench(&[&"--help"]);
-    assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).contains("Usage: p2u-bench"), "{}", text(&o));
-    assert!(String::from_utf8_lossy(&o.stdout).contains("--curve"), "{}", text(&o));
+    assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).contains("Usage: p2u-bench"), "{}", output_text(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("--curve"), "{}", output_text(&o));
     let o = bench(&[&"--calibration", &"x.npy"]);
-    assert!(!o.status.success() && text(&o).contains("--calibration-items"), "{}", text(&o));
+    assert!(!o.status.success() && output_text(&o).contains("--calibration-items"), "{}", output_text(&o));
 }
 
 #[test]
@@ -40,7 +29,7 @@ fn curve_of_resnet_on_fashion_mnist() {
     require(models.join("resnet_fmnist.onnx"));
     let o =
         bench(&[&"--models", &models, &"--only", &"resnet_fmnist", &"--eval-limit", &"300", &"--curve", &out, &"--points", &"4"]);
-    assert!(o.status.success(), "{}", text(&o));
+    assert!(o.status.success(), "{}", output_text(&o));
     let csv = std::fs::read_to_string(out.join("resnet_fmnist.curve.csv")).unwrap();
     let rows: Vec<Vec<&str>> = csv.lines().skip(1).map(|l| l.split(',').collect()).collect();
     let p2u_rows: Vec<_> = rows.iter().filter(|r| r[0] == "p2u").collect();
@@ -57,7 +46,7 @@ fn curve_of_resnet_on_fashion_mnist() {
     assert!(acc(p2u_rows.last().unwrap()) > 85.0, "{csv}");
     // calibrated (GPTQ) 2-bit base against direct 2-bit min/max on the same images
     assert!(acc(&bases[0]) > acc(&direct[0]) + 20.0, "{csv}");
-    assert!(text(&o).contains("held out for calibration") && text(&o).contains("best p2u within it"), "{}", text(&o));
+    assert!(output_text(&o).contains("held out for calibration") && output_text(&o).contains("best p2u within it"), "{}", output_text(&o));
     let svg = std::fs::read_to_string(out.join("resnet_fmnist.curve.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("<polyline"), "{svg}");
     assert_eq!(svg.matches("<circle").count(), p2u_rows.len() + direct.len(), "{svg}");

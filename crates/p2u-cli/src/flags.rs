@@ -12,7 +12,7 @@ use p2u_encode::encoder::{BaseBudget, ChunkOrder};
 use p2u_encode::EncodeOptions;
 use p2u::{onnx, Error, Result};
 
-use crate::note;
+use crate::{note, read_file as read};
 
 /// How the stream is ordered after the base.
 #[derive(Clone, Copy, ValueEnum)]
@@ -66,11 +66,6 @@ pub struct EncodeFlags {
     #[arg(long)]
     pub no_clip_search: bool,
 }
-
-fn read(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))
-}
-
 
 /// The encoder options from `flags`; calibration inputs are read against
 /// `model`'s inputs (and refused without one).

@@ -4,7 +4,7 @@
 //! library, what other command lines of the workspace share with it: the
 //! encoder flags ([`flags::EncodeFlags`]) and how they become
 //! [`EncodeOptions`](p2u_encode::EncodeOptions), and the output macros
-//! ([`say!`], [`note!`]) that honour `--quiet`.
+//! ([`say!`], [`note!`]) that honour `--quiet`, and [`read_file`].
 
 #![deny(missing_docs)]
 
@@ -36,7 +36,11 @@ macro_rules! note {
     }};
 }
 
-
 /// Set by `--quiet`.
 pub static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Reads a whole file; the error names it.
+pub fn read_file(path: &std::path::Path) -> p2u::Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| p2u::Error::io(format!("reading {}", path.display()), e))
+}
 

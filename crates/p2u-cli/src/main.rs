@@ -13,7 +13,7 @@ use p2u::format::manifest::Manifest;
 use p2u::format::stream::read_all;
 use p2u::{onnx, Error, ProgressiveModel, Result, RuntimeOptions};
 use p2u_cli::flags::{encode_options, named_value, EncodeFlags};
-use p2u_cli::{note, say};
+use p2u_cli::{note, read_file as read, say};
 use p2u_encode::EncodeOptions;
 
 /// The command line.
@@ -166,10 +166,6 @@ fn main() -> ExitCode {
 /// Prints `value` as one JSON line on stdout.
 fn say_json(value: &impl serde::Serialize) {
     say!("{}", serde_json::to_string(value).expect("JSON values serialize"));
-}
-
-fn read(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))
 }
 
 fn write(path: &Path, bytes: &[u8]) -> Result<()> {

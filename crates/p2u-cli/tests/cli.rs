@@ -14,23 +14,13 @@ fn p2u(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_p2u")).args(args.iter().map(|a| a.as_ref())).output().expect("p2u runs")
 }
 
-fn text(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr)
-}
-
 /// p2u with `args` fails with exit code 1, says `needle` and does not panic.
 fn refused(args: &[&dyn AsRef<std::ffi::OsStr>], needle: &str) {
     let o = p2u(args);
-    let t = text(&o);
+    let t = output_text(&o);
     assert_eq!(o.status.code(), Some(1), "{t}");
     assert!(t.contains(needle), "{t} lacks {needle:?}");
     assert!(!t.contains("panicked"), "{t}");
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("p2u-cli-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }
 
 fn write_model(dir: &Path, name: &str, m: &tract_onnx::pb::ModelProto) -> PathBuf {
@@ -45,23 +35,23 @@ fn encode_inspect_export_verify() {
     let model = write_model(&dir, "fixture.onnx", &fixture_model());
     let out = dir.join("enc");
     let o = p2u(&[&"encode", &model, &"-o", &out, &"--min-elements", &"16", &"--stages", &"4,8"]);
-    assert!(o.status.success(), "{}", text(&o));
+    assert!(o.status.success(), "{}", output_text(&o));
     for f in ["fixture.base.onnx", "fixture.p2u", "fixture.json"] {
         assert!(out.join(f).exists(), "{f} missing");
     }
     let o = p2u(&[&"inspect", &out]);
-    assert!(o.status.success(), "{}", text(&o));
-    let t = text(&o);
+    assert!(o.status.success(), "{}", output_text(&o));
+    let t = output_text(&o);
     assert!(t.contains("exact") && t.contains("W1") && t.contains("refine"), "{t}");
 
     let o = p2u(&[&"verify", &model, &out]);
-    assert!(o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains("bit-identical"));
+    assert!(o.status.success(), "{}", output_text(&o));
+    assert!(output_text(&o).contains("bit-identical"));
 
     // export stage 0 and the final stage; the final export has the original weights
     let final_onnx = dir.join("final.onnx");
     let o = p2u(&[&"export", &out, &"--stage", &"3", &"-o", &final_onnx]);
-    assert!(o.status.success(), "{}", text(&o));
+    assert!(o.status.success(), "{}", output_text(&o));
     let exported = p2u_encode::onnx::load_model(&final_onnx).unwrap();
     let orig = p2u_encode::onnx::extract_weights(&fixture_model(), 1).unwrap();
     let got = p2u_encode::onnx::extract_weights(&exported, 1).unwrap();
@@ -83,7 +73,7 @@ fn encode_inspect_export_verify() {
     let other_path = write_model(&dir, "other.onnx", &other);
     let o = p2u(&[&"verify", &other_path, &out]);
     assert!(!o.status.success());
-    assert!(text(&o).contains("differs"), "{}", text(&o));
+    assert!(output_text(&o).contains("differs"), "{}", output_text(&o));
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -108,9 +98,9 @@ fn external_data_models_encode_and_verify() {
     let model = write_model(&dir, "ext.onnx", &m);
     let out = dir.join("enc");
     let o = p2u(&[&"encode", &model, &"-o", &out, &"--min-elements", &"16"]);
-    assert!(o.status.success(), "{}", text(&o));
+    assert!(o.status.success(), "{}", output_text(&o));
     let o = p2u(&[&"verify", &model, &out]);
-    assert!(o.status.success(), "{}", text(&o));
+    assert!(o.status.success(), "{}", output_text(&o));
     // the manifest's original covers the weights file too
     let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("ext.json")).unwrap()).unwrap();
     let data = &manifest["original_data"];
@@ -119,7 +109,7 @@ fn external_data_models_encode_and_verify() {
     assert_eq!(data[0]["bytes"], blob.len() as u64);
     assert_eq!(data[0]["sha256"], p2u::format::hex(&p2u::format::sha256(&blob)));
     let o = p2u(&[&"inspect", &out]);
-    let t = text(&o);
+    let t = output_text(&o);
     assert!(t.contains("external data weights.bin"), "{t}");
     let last: f64 = t
         .lines()
@@ -169,12 +159,12 @@ fn dynamic_batch_models_verify_export_and_run_at_any_batch() {
         vec![&"verify", &model, &out],
     ] {
         let o = p2u(&args);
-        assert!(o.status.success(), "{}", text(&o));
+        assert!(o.status.success(), "{}", output_text(&o));
     }
     // export keeps the original's symbolic signature
     let exported = dir.join("s0.onnx");
     let o = p2u(&[&"export", &out, &"--stage", &"0", &"-o", &exported]);
-    assert!(o.status.success(), "{}", text(&o));
+    assert!(o.status.success(), "{}", output_text(&o));
     let e = p2u_encode::onnx::load_model(&exported).unwrap();
     let inputs = p2u_encode::onnx::declared_inputs(&e).unwrap();
     assert_eq!(inputs[0].dims, [None, Some(8), Some(16), Some(16)]);
@@ -186,7 +176,7 @@ fn dynamic_batch_models_verify_export_and_run_at_any_batch() {
     std::fs::write(&xf, values(&x).iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
     let yf = dir.join("y.f32");
     let o = p2u(&[&"run", &out, &"--input", &xf, &"--dims", &"3,8,16,16", &"--stage", &"3", &"-o", &yf]);
-    assert!(o.status.success(), "{}", text(&o));
+    assert!(o.status.success(), "{}", output_text(&o));
     let got: Vec<u32> = std::fs::read(&yf).unwrap().chunks(4).map(|b| u32::from_le_bytes(b.try_into().unwrap())).collect();
     assert_eq!(got, output_bits(&reference_outputs(&fixture_model(), &shape, &x)));
     std::fs::remove_dir_all(&dir).ok();
@@ -215,14 +205,14 @@ fn input_shape_gives_synthetic_inputs_the_shape_a_dynamic_model_needs() {
     let path = write_model(&dir, "pinned.onnx", &m);
     let out = dir.join("enc");
     let o = p2u(&[&"encode", &path, &"-o", &out]);
-    assert!(o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains("could not be measured") && text(&o).contains("--input-shape"), "{}", text(&o));
+    assert!(o.status.success(), "{}", output_text(&o));
+    assert!(output_text(&o).contains("could not be measured") && output_text(&o).contains("--input-shape"), "{}", output_text(&o));
     let o = p2u(&[&"encode", &path, &"-o", &out, &"--input-shape", &"1,8,16,16"]);
-    assert!(o.status.success(), "{}", text(&o));
-    assert!(!text(&o).contains("could not be measured") && text(&o).contains("base budget"), "{}", text(&o));
+    assert!(o.status.success(), "{}", output_text(&o));
+    assert!(!output_text(&o).contains("could not be measured") && output_text(&o).contains("base budget"), "{}", output_text(&o));
     // verify compares weights: it needs no shape the model runs at (1 × 1 here would not)
     let o = p2u(&[&"verify", &path, &out]);
-    assert!(o.status.success(), "{}", text(&o));
+    assert!(o.status.success(), "{}", output_text(&o));
     for (bad, needle) in [
         ("1,8,x", "--input-shape: \"1,8,x\""),
         ("1,8,16", "input shape [1, 8, 16] for \"x\", which is declared"),
@@ -240,7 +230,7 @@ fn run_takes_named_typed_inputs_and_writes_every_output_as_npy() {
     let path = write_model(&dir, "text.onnx", &m);
     let out = dir.join("enc");
     let o = p2u(&[&"encode", &path, &"-o", &out, &"--min-elements", &"16", &"-q"]);
-    assert!(o.status.success(), "{}", text(&o));
+    assert!(o.status.success(), "{}", output_text(&o));
     let ids: Vec<i64> = (0..TEXT_LEN as i64).map(|i| (i * 7 + 3) % 50).collect();
     let mask: Vec<i64> = (0..TEXT_LEN as i64).map(|i| (i < 6) as i64).collect();
     let int64s = |v: &[i64]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
@@ -250,7 +240,7 @@ fn run_takes_named_typed_inputs_and_writes_every_output_as_npy() {
     // named, in the other order than the model's
     let ys = dir.join("ys");
     let o = p2u(&[&"run", &out, &"--input", &mask_arg, &"--input", &ids_arg, &"--outputs", &ys, &"--json"]);
-    assert!(o.status.success(), "{}", text(&o));
+    assert!(o.status.success(), "{}", output_text(&o));
     let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(j["exact"], true);
     assert_eq!(j["outputs"][0]["name"], "y");
@@ -341,16 +331,16 @@ fn unsupported_models_get_a_clear_message() {
     ] {
         let path = write_model(&dir, &format!("{name}.onnx"), &m);
         let o = p2u(&[&"encode", &path, &"-o", &out, &"--min-elements", &"16"]);
-        let t = text(&o);
+        let t = output_text(&o);
         assert_eq!(o.status.code(), Some(1), "{name}: {t}");
         assert!(t.contains("p2u: error: unsupported model") && t.contains(needle), "{name}: {t}");
         assert!(!t.contains("panicked"), "{name}: {t}");
     }
     let o = p2u(&[&"encode", &dir.join("missing.onnx"), &"-o", &out]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(text(&o).contains("missing.onnx"), "{}", text(&o));
+    assert!(output_text(&o).contains("missing.onnx"), "{}", output_text(&o));
     let o = p2u(&[&"encode", &dir.join("missing.onnx"), &"-o", &out, &"--base-bits", &"9"]);
-    assert!(text(&o).contains("base bits 9"), "options are checked before any file is read: {}", text(&o));
+    assert!(output_text(&o).contains("base bits 9"), "options are checked before any file is read: {}", output_text(&o));
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -362,10 +352,10 @@ fn calibrated_mixed_precision_encode_from_npy_verifies() {
     std::fs::write(&calib, npy("<f4", "(48, 8, 16, 16)", &smooth_items(48, 5))).unwrap();
     let out = dir.join("enc");
     let o = p2u(&[&"encode", &model, &"-o", &out, &"--min-elements", &"16", &"--calibration", &calib, &"--base-budget", &"3b"]);
-    assert!(o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains("calibrating") && text(&o).contains("measuring sensitivity"), "{}", text(&o));
+    assert!(o.status.success(), "{}", output_text(&o));
+    assert!(output_text(&o).contains("calibrating") && output_text(&o).contains("measuring sensitivity"), "{}", output_text(&o));
     let o = p2u(&[&"verify", &model, &out]);
-    assert!(o.status.success() && text(&o).contains("bit-identical"), "{}", text(&o));
+    assert!(o.status.success() && output_text(&o).contains("bit-identical"), "{}", output_text(&o));
     let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("fixture.json")).unwrap()).unwrap();
     let widths: std::collections::BTreeSet<u64> = manifest["tensors"]
         .as_array()
@@ -379,12 +369,12 @@ fn calibrated_mixed_precision_encode_from_npy_verifies() {
     assert!(widths.len() >= 2, "mixed widths (served bits per weight): {widths:?}");
 
     let o = p2u(&[&"encode", &model, &"-o", &out, &"--preprocess", &"{}"]);
-    assert!(!o.status.success() && text(&o).contains("--calibration"), "{}", text(&o));
+    assert!(!o.status.success() && output_text(&o).contains("--calibration"), "{}", output_text(&o));
     let o = p2u(&[&"encode", &model, &"-o", &out, &"--input-range", &"1,0"]);
-    assert!(!o.status.success() && text(&o).contains("LO,HI"), "{}", text(&o));
+    assert!(!o.status.success() && output_text(&o).contains("LO,HI"), "{}", output_text(&o));
     std::fs::write(&calib, b"not numpy").unwrap();
     let o = p2u(&[&"encode", &model, &"-o", &out, &"--calibration", &calib]);
-    assert!(!o.status.success() && text(&o).contains(".npy"), "{}", text(&o));
+    assert!(!o.status.success() && output_text(&o).contains(".npy"), "{}", output_text(&o));
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -394,7 +384,7 @@ fn hostile_manifests_and_closed_pipes_are_errors_not_panics() {
     let model = write_model(&dir, "fixture.onnx", &fixture_model());
     let out = dir.join("enc");
     let o = p2u(&[&"encode", &model, &"-o", &out, &"--base-bits", &"4", &"--order", &"layer"]);
-    assert!(o.status.success(), "{}", text(&o));
+    assert!(o.status.success(), "{}", output_text(&o));
     let manifest_path = out.join("fixture.json");
     let good = std::fs::read_to_string(&manifest_path).unwrap();
     let edit = |f: &dyn Fn(&mut serde_json::Value)| {
@@ -410,7 +400,7 @@ fn hostile_manifests_and_closed_pipes_are_errors_not_panics() {
     // a short hash prints; a base file outside the directory is refused
     edit(&|v| v["original"]["sha256"] = "ab".into());
     let o = p2u(&[&"inspect", &out]);
-    assert!(o.status.success(), "{}", text(&o));
+    assert!(o.status.success(), "{}", output_text(&o));
     edit(&|v| v["base"]["file"] = "../../etc/passwd".into());
     refused(&[&"inspect", &out], "not a plain file name");
     edit(&|v| v["stages"] = serde_json::json!([]));
@@ -443,21 +433,21 @@ fn help_usage_errors_quiet_and_json_output() {
     // per-subcommand help is not an error, and says what the flags are
     for cmd in ["encode", "inspect", "export", "verify", "run"] {
         let o = p2u(&[&cmd, &"--help"]);
-        assert!(o.status.success(), "{cmd} --help: {}", text(&o));
-        assert!(String::from_utf8_lossy(&o.stdout).contains(&format!("Usage: p2u {cmd}")), "{}", text(&o));
+        assert!(o.status.success(), "{cmd} --help: {}", output_text(&o));
+        assert!(String::from_utf8_lossy(&o.stdout).contains(&format!("Usage: p2u {cmd}")), "{}", output_text(&o));
     }
     let o = p2u(&[&"encode", &"--base-bitz", &"4"]);
-    assert_eq!(o.status.code(), Some(2), "a usage error: {}", text(&o));
-    assert!(text(&o).contains("--base-bitz") && text(&o).contains("Usage: p2u encode"), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(2), "a usage error: {}", output_text(&o));
+    assert!(output_text(&o).contains("--base-bitz") && output_text(&o).contains("Usage: p2u encode"), "{}", output_text(&o));
     let o = p2u(&[&"encode", &"m.onnx", &"-o", &"out", &"--base-bits", &"4", &"--base-budget", &"3b"]);
-    assert_eq!(o.status.code(), Some(2), "conflicting flags: {}", text(&o));
+    assert_eq!(o.status.code(), Some(2), "conflicting flags: {}", output_text(&o));
 
     // --quiet: nothing on stderr; --json: one JSON document on stdout
     let dir = scratch("json");
     let model = write_model(&dir, "fixture.onnx", &fixture_model());
     let out = dir.join("enc");
     let o = p2u(&[&"--quiet", &"encode", &model, &"-o", &out, &"--min-elements", &"16", &"--json"]);
-    assert!(o.status.success(), "{}", text(&o));
+    assert!(o.status.success(), "{}", output_text(&o));
     assert!(o.stderr.is_empty(), "--quiet printed: {}", String::from_utf8_lossy(&o.stderr));
     let m: serde_json::Value = serde_json::from_slice(&o.stdout).expect("encode --json prints the manifest");
     assert_eq!(m["name"], "fixture");
@@ -475,7 +465,7 @@ fn help_usage_errors_quiet_and_json_output() {
     assert!(o.status.success() && r["stage"] == 0 && r["exact"] == false, "{r}");
     // a progress bar is for terminals: a log gets whole lines, no carriage returns
     let o = p2u(&[&"encode", &model, &"-o", &out, &"--min-elements", &"16"]);
-    assert!(o.status.success() && !o.stderr.contains(&b'\r'), "{}", text(&o));
+    assert!(o.status.success() && !o.stderr.contains(&b'\r'), "{}", output_text(&o));
 }
 
 #[test]
@@ -489,7 +479,7 @@ fn labels_and_model_card_reach_the_manifest() {
     std::fs::write(&card, r#"{"intended_use": "tests", "license": "MIT"}"#).unwrap();
     let out = dir.join("enc");
     let o = p2u(&[&"encode", &model, &"-o", &out, &"--min-elements", &"16", &"--labels", &labels, &"--card", &card]);
-    assert!(o.status.success(), "{}", text(&o));
+    assert!(o.status.success(), "{}", output_text(&o));
     let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("fixture.json")).unwrap()).unwrap();
     assert_eq!(m["labels"].as_array().unwrap().len(), classes);
     assert_eq!(m["labels"][0], "class 0");
@@ -498,7 +488,7 @@ fn labels_and_model_card_reach_the_manifest() {
     std::fs::write(&labels, "only\none\n").unwrap();
     let o = p2u(&[&"encode", &model, &"-o", &out, &"--labels", &labels]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(text(&o).contains(&format!("2 labels, but the model's first output has {classes} classes")), "{}", text(&o));
+    assert!(output_text(&o).contains(&format!("2 labels, but the model's first output has {classes} classes")), "{}", output_text(&o));
 }
 
 #[test]
@@ -508,16 +498,16 @@ fn verify_proves_a_float16_model_restored_to_its_own_bits() {
     let path = write_model(&dir, "half.onnx", &half);
     let out = dir.join("enc");
     let o = p2u(&[&"encode", &path, &"-o", &out, &"--min-elements", &"16"]);
-    assert!(o.status.success() && text(&o).contains("converted the float16/bfloat16 graph to float32"), "{}", text(&o));
+    assert!(o.status.success() && output_text(&o).contains("converted the float16/bfloat16 graph to float32"), "{}", output_text(&o));
     let o = p2u(&[&"verify", &path, &out]);
-    assert!(o.status.success() && text(&o).contains("of them float16/bfloat16, served as their exact float32 upcasts"), "{}", text(&o));
+    assert!(o.status.success() && output_text(&o).contains("of them float16/bfloat16, served as their exact float32 upcasts"), "{}", output_text(&o));
     // one half-precision step off in one weight of the original is caught
     let mut other = half.clone();
     let w = other.graph.as_mut().unwrap().initializer.iter_mut().find(|t| t.name == "W1").unwrap();
     w.raw_data[0] ^= 1;
     let other_path = write_model(&dir, "other.onnx", &other);
     let o = p2u(&[&"verify", &other_path, &out]);
-    assert!(!o.status.success() && text(&o).contains("tensor \"W1\" differs from the original"), "{}", text(&o));
+    assert!(!o.status.success() && output_text(&o).contains("tensor \"W1\" differs from the original"), "{}", output_text(&o));
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -529,9 +519,9 @@ fn verify_covers_weights_lifted_out_of_subgraphs() {
     let out = dir.join("enc");
     // shapes given per input; `cond=` is the scalar
     let o = p2u(&[&"encode", &path, &"-o", &out, &"--min-elements", &"16", &"--input-shape", &"x=1,16", &"--input-shape", &"cond="]);
-    assert!(o.status.success() && text(&o).contains("lifted 2 weights out of the subgraphs of \"branch\""), "{}", text(&o));
+    assert!(o.status.success() && output_text(&o).contains("lifted 2 weights out of the subgraphs of \"branch\""), "{}", output_text(&o));
     let o = p2u(&[&"verify", &path, &out, &"--json"]);
-    assert!(o.status.success(), "{}", text(&o));
+    assert!(o.status.success(), "{}", output_text(&o));
     let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!((j["float_tensors"].as_u64(), j["quantized"].as_u64()), (Some(3), Some(3)), "{j}");
     // a change to a weight inside a branch is caught
@@ -541,6 +531,6 @@ fn verify_covers_weights_lifted_out_of_subgraphs() {
     then.initializer[0].raw_data[5] ^= 1;
     let other_path = write_model(&dir, "other.onnx", &other);
     let o = p2u(&[&"verify", &other_path, &out]);
-    assert!(!o.status.success() && text(&o).contains("tensor \"Wt\" differs from the original"), "{}", text(&o));
+    assert!(!o.status.success() && output_text(&o).contains("tensor \"Wt\" differs from the original"), "{}", output_text(&o));
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -46,10 +46,8 @@ const QUANTIZED_OPS: &[&str] = &[
 const REDUCE_OPS: &[&str] =
     &["ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare"];
 
-
 /// Opset whose `DequantizeLinear` accepts UINT2.
 pub const UINT2_OPSET: i64 = 25;
-
 
 /// 1-D float tensors up to this many elements (biases, normalisation
 /// scales) are not quantized: they stay f32 in the base. They cost little,
@@ -81,7 +79,6 @@ pub struct BaseWeight<'a> {
     pub codes: &'a StageCodes,
 }
 
-
 fn int_attr(name: &str, i: i64) -> AttributeProto {
     AttributeProto { name: name.into(), r#type: AttributeType::Int as i32, i, ..Default::default() }
 }
@@ -104,7 +101,6 @@ fn dequantizes(node: &NodeProto) -> bool {
     QUANTIZED_OPS.contains(&node.op_type.as_str())
         || (node.op_type == "Cast" && node.attribute.iter().any(|a| a.name == "to" && floats.contains(&a.i)))
 }
-
 
 /// Finds the float weights worth quantizing (at least `min_elements` and
 /// one element; not 1-D up to [`EXACT_VECTOR_ELEMENTS`], not
@@ -171,7 +167,6 @@ pub fn extract_weights(model: &ModelProto, min_elements: usize) -> Result<Vec<We
     Ok(out)
 }
 
-
 fn check_subgraph(g: &pb::GraphProto, owner: &str, min_elements: usize) -> Result<()> {
     let big_float = |t: &TensorProto| t.data_type == DataType::Float as i32 && element_count(t) >= min_elements;
     if let Some(t) = g.initializer.iter().find(|t| big_float(t)) {
@@ -195,7 +190,6 @@ fn check_subgraph(g: &pb::GraphProto, owner: &str, min_elements: usize) -> Resul
     }
     Ok(())
 }
-
 
 /// The axis output channels run along, from how the tensor is consumed:
 /// the last axis for `MatMul` B and `Gemm` B without `transB`, else the first
@@ -272,7 +266,6 @@ pub fn build_base(model: &ModelProto, weights: &[BaseWeight<'_>], metadata: &[(&
     m.metadata_props.extend(metadata.iter().map(|(k, v)| StringStringEntryProto { key: (*k).into(), value: v.clone() }));
     Ok(m)
 }
-
 
 /// `model` without the named constant tensors (initializers or `Constant`
 /// nodes): the skeleton [`weights_as_inputs`] turns into a plan whose
@@ -355,7 +348,6 @@ pub fn suffix(model: &ModelProto, cut: &Cut, frontier_types: &[i32], weight: (&s
     let skeleton = strip_weights(&m, &[weight.0]);
     weights_as_inputs(&skeleton, [weight])
 }
-
 
 /// `model` with each graph output computed by `Softmax`, `LogSoftmax` or
 /// `Sigmoid` replaced by that node's input (the logits).
